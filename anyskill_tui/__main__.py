@@ -1,0 +1,3 @@
+from anyskill_tui.cli import main
+
+main()
