@@ -1,0 +1,81 @@
+"""Running mean/std normaliser for observations, AMP features and values (spec §3.4).
+
+The statistics change only when :meth:`RunningMeanStd.update` is called. The trainer calls it once per PPO
+minibatch while training (the reference updates in train mode only, never during rollouts); acting and reward
+computation only call :meth:`normalize`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class RunningMeanStd(nn.Module):
+    """Per-feature running mean and variance, merged batch by batch (Chan et al.'s parallel formula).
+
+    Args:
+        shape: the feature shape, e.g. ``223`` or ``(125,)``. Inputs may carry any number of leading dims
+            (batch, time, window steps); their trailing dims must equal ``shape``. One 125-d normaliser can
+            therefore serve 10- and 60-step AMP windows shaped ``(B, K, 125)``.
+        eps: added to the variance before the square root.
+        clip: normalised values are clamped to ``[-clip, clip]``; ``None`` or ``inf`` disables the clamp.
+
+    The statistics are float64 buffers (in ``state_dict``, moved by ``.to(device)``); outputs keep the input dtype.
+    ``count`` starts at 0, when :meth:`normalize` is the identity map up to ``eps``.
+    """
+
+    def __init__(self, shape: int | Sequence[int], eps: float = 1e-5, clip: float | None = 5.0) -> None:
+        super().__init__()
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        self.eps = float(eps)
+        self.clip = None if clip is None or clip == float("inf") else float(clip)
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.shape)
+        if tuple(x.shape[x.dim() - n :]) != self.shape:
+            raise ValueError(f"RunningMeanStd{self.shape}: input shape {tuple(x.shape)} has the wrong trailing dims")
+        return x.reshape(-1, *self.shape)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge the batch statistics of ``x`` (all leading dims pooled) into the running ones."""
+        x = self._flat(x.detach()).to(self.mean.dtype)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        mean_b = x.mean(dim=0)
+        var_b = x.var(dim=0, unbiased=False)
+        n_a = self.count
+        total = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / total)
+        m2 = self.var * n_a + var_b * n_b + delta.square() * (n_a * n_b / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / sqrt(var + eps)``, clamped to ``±clip``; differentiable in ``x``, same dtype as ``x``."""
+        self._flat(x)  # shape check
+        mean = self.mean.to(x.dtype)
+        std = torch.sqrt(self.var + self.eps).to(x.dtype)
+        y = (x - mean) / std
+        if self.clip is not None:
+            y = y.clamp(-self.clip, self.clip)
+        return y
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize` without the clamp (used for the value normaliser)."""
+        self._flat(y)
+        return y * torch.sqrt(self.var + self.eps).to(y.dtype) + self.mean.to(y.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, eps={self.eps}, clip={self.clip}"

@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anyskill_tui.core.learn.normalizer import RunningMeanStd
+
+
+def test_matches_numpy_over_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)) * [1, 2, 3, 4] for n in (7, 50, 1, 300)]
+    rms = RunningMeanStd(4)
+    for b in batches:
+        rms.update(torch.as_tensor(b, dtype=torch.float32))
+    allx = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(rms.mean.numpy(), allx.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rms.var.numpy(), allx.var(0), rtol=1e-6)
+    assert rms.count.item() == len(allx)
+
+
+def test_pools_leading_dims_of_windows():
+    x = torch.randn(5, 10, 3)
+    rms = RunningMeanStd((3,))
+    rms.update(x)
+    flat = x.reshape(-1, 3).double()
+    torch.testing.assert_close(rms.mean, flat.mean(0))
+    torch.testing.assert_close(rms.var, flat.var(0, unbiased=False))
+    with pytest.raises(ValueError):
+        rms.update(torch.randn(4, 5))
+
+
+def test_normalize_clamps_and_keeps_dtype():
+    rms = RunningMeanStd(2, clip=5.0)
+    rms.update(torch.tensor([[0.0, 0.0], [2.0, 2.0]]))  # mean 1, var 1
+    y = rms.normalize(torch.tensor([[1.0, 3.0], [100.0, -100.0]]))
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, torch.tensor([[0.0, 2.0 / math.sqrt(1 + 1e-5)], [5.0, -5.0]]))
+    torch.testing.assert_close(
+        rms.denormalize(torch.tensor([[0.0, 1.0]])), torch.tensor([[1.0, 1.0 + math.sqrt(1 + 1e-5)]])
+    )
+
+
+def test_normalize_does_not_update_and_state_dict_round_trip():
+    rms = RunningMeanStd(3)
+    rms.update(torch.randn(20, 3) * 4 + 1)
+    before = {k: v.clone() for k, v in rms.state_dict().items()}
+    rms.normalize(torch.randn(100, 3) + 50)
+    for k, v in rms.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    other = RunningMeanStd(3)
+    other.load_state_dict(rms.state_dict())
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(other.normalize(x), rms.normalize(x))
+    assert other.count.item() == 20
