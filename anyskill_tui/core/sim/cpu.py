@@ -1,0 +1,286 @@
+"""The `cpu` engine: N humanoid worlds in C MuJoCo, stepped on a thread pool by `mujoco.batch.Batch`.
+
+Physics: `Batch.step(nstep=substeps, stage=mjSTAGE_VEL)` runs the substeps of all worlds on `nthread` threads
+(bit-identical to a loop of `mj_step` over one MjData per world) and recomputes the position and velocity stages
+at the new state, so `xpos`, `xquat`, `cvel` and `subtree_com` describe the state after the last substep.
+
+Derived quantities (see `backend.py` for the conventions):
+- body origin linear velocity from `cvel` = [omega, v] at the subtree COM of the body's tree root (world
+  orientation): v_origin = v + omega x (xpos - subtree_com[root]) (what `mj_objectVelocity` returns);
+- body contacts from one MuJoCo `contact` sensor per character body (added here through MjSpec; `Batch` cannot
+  bind `d.contact`): body1 = the body, data = "found force", reduce = "maxforce", so each reports how many
+  contacts involve the body and the contact-frame force of its strongest one. A body is in contact when that
+  contact's normal force exceeds 0.1 N (the GPU engine's rule: a contact of the body with normal force > 0.1 N;
+  self contacts flag both bodies). The forces are those of the last substep's constraint solve (contacts detected
+  one substep before the returned positions), as Isaac Gym's net contact forces are those of its last simulate
+  call; after `set_state` they are solved at the new state. The sensors cost about 5 % of the step.
+
+Rendering: one `mujoco.Renderer` (EGL when there is no display), one scratch MjData; per world the qpos is copied
+in, `mj_kinematics` + `mj_camlight` run, and the model's `track` camera gets the tracking pose of
+`camera.tracking_camera_pose` / `camera.look_at_matrix` written into `cam_xpos` / `cam_xmat` (what the GPU engine
+does per world). This path loops over worlds in Python; it is per-frame GL work (about 50 frames/s at 224x224
+with Mesa llvmpipe on 2 cores), meant for tests, previews and small runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+
+def _headless_linux() -> bool:
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _egl_available() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("EGL") is not None
+
+
+if _headless_linux() and "MUJOCO_GL" not in os.environ and _egl_available():
+    # headless: mujoco reads MUJOCO_GL once, at its import (and fails to import if EGL is asked for but absent)
+    os.environ["MUJOCO_GL"] = "egl"
+
+import mujoco  # noqa: E402
+import mujoco.batch  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from anyskill_tui.core.character import tables as T  # noqa: E402
+from anyskill_tui.core.character.model import ModelOptions, humanoid_xml  # noqa: E402
+from anyskill_tui.core.sim.backend import CameraSpec, SimBackend  # noqa: E402
+from anyskill_tui.core.sim.camera import look_at_matrix, tracking_camera_pose  # noqa: E402
+
+__all__ = ["CpuBackend", "build_model", "CONTACT_FORCE_THRESHOLD", "CONTACT_SENSOR_NAMES", "TRACK_CAMERA"]
+
+#: a body is in contact when one of its contacts has a normal force above this (N), spec §1.4
+CONTACT_FORCE_THRESHOLD = 0.1
+#: the model camera the tracking pose is written into
+TRACK_CAMERA = "track"
+#: names of the per-body contact sensors added by `build_model`
+CONTACT_SENSOR_NAMES: tuple[str, ...] = tuple(f"_contact_{n}" for n in T.BODY_NAMES)
+# contact sensor parameters (intprm): data bits (1 found | 2 force), reduce (2 = maxforce), num (1 contact)
+_CONTACT_DATA_FOUND_FORCE = 1 | 2
+_CONTACT_REDUCE_MAXFORCE = 2
+
+
+def build_model(options: ModelOptions | None = None) -> mujoco.MjModel:
+    """The humanoid model plus one `contact` sensor per character body (see the module docstring)."""
+    spec = mujoco.MjSpec.from_string(humanoid_xml(options))
+    for name, body in zip(CONTACT_SENSOR_NAMES, T.BODY_NAMES, strict=True):
+        s = spec.add_sensor(
+            name=name, type=mujoco.mjtSensor.mjSENS_CONTACT, objtype=mujoco.mjtObj.mjOBJ_BODY, objname=body
+        )
+        s.intprm[0] = _CONTACT_DATA_FOUND_FORCE
+        s.intprm[1] = _CONTACT_REDUCE_MAXFORCE
+        s.intprm[2] = 1
+    return spec.compile()
+
+
+def _ensure_headless_gl() -> None:
+    """Use EGL when mujoco was imported without MUJOCO_GL on a Linux machine without a display."""
+    if not _headless_linux() or not _egl_available():
+        return
+    try:
+        from mujoco.rendering.classic import gl_context as glc
+    except ImportError:  # pragma: no cover - older layouts
+        return
+    if getattr(glc, "_MUJOCO_GL", "x") == "":
+        try:
+            from mujoco.egl import GLContext
+        except ImportError:  # pragma: no cover
+            return
+        glc.GLContext = GLContext
+
+
+class CpuBackend(SimBackend):
+    """`num_envs` worlds of the humanoid in C MuJoCo (see the module docstring).
+
+    Args:
+        num_envs: number of worlds.
+        device: torch device of the state tensors (the physics runs on the CPU whatever it is).
+        nthread: threads of the batch (including the caller's); None: `os.cpu_count()`.
+        model_options: options of the generated model (`ModelOptions()` by default).
+        dtype: float dtype of the state tensors (float32; float64 for exact comparisons).
+        persistent: keep one MjData per world (`mujoco.batch.Batch(persistent=True)`); more memory, no faster here.
+    """
+
+    engine = "cpu"
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        *,
+        nthread: int | None = None,
+        model_options: ModelOptions | None = None,
+        dtype: torch.dtype = torch.float32,
+        persistent: bool = False,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model_options = model_options or ModelOptions()
+        self.model = build_model(self.model_options)
+        self.nthread = int(nthread or os.cpu_count() or 1)
+        self.batch = mujoco.batch.Batch(self.model, nsim=self.num_envs, nthread=self.nthread, persistent=persistent)
+        m = self.model
+        self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
+        # actuator k drives DoF act_dof[k]; ctrl[:, k] = pd_target[:, act_dof[k]]
+        act_dof = m.jnt_dofadr[m.actuator_trnid[:, 0]] - 6
+        if sorted(act_dof.tolist()) != list(range(T.NUM_DOFS)):
+            raise ValueError("the model's actuators do not drive the 28 character DoFs one each")
+        self._act_dof = act_dof.astype(np.int64)
+        self._ctrl_identity = bool(np.array_equal(self._act_dof, np.arange(T.NUM_DOFS)))
+        self._body_ids = np.arange(1, T.NUM_BODIES + 1)
+        self._root_ids = m.body_rootid[self._body_ids]
+        # live state rows and derived outputs of the batch
+        b = self.batch
+        self._qpos = b.bind("qpos")
+        self._qvel = b.bind("qvel")
+        self._ctrl = b.bind("ctrl")
+        self._xpos = b.bind("xpos")
+        self._xquat = b.bind("xquat")
+        self._cvel = b.bind("cvel")
+        self._subtree_com = b.bind("subtree_com")
+        self._time = b.bind("time")
+        self._sensordata = b.bind("sensordata")
+        adr = [m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, n)] for n in CONTACT_SENSOR_NAMES]
+        self._contact_found = np.asarray(adr, np.int64)  # sensordata column: number of contacts of the body
+        self._contact_normal = self._contact_found + 1  # normal force of its strongest contact
+        # rendering, created on first use
+        self._renderer: mujoco.Renderer | None = None
+        self._render_model: mujoco.MjModel | None = None
+        self._render_data: mujoco.MjData | None = None
+        self._render_size: tuple[int, int] | None = None
+        self._track_cam = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, TRACK_CAMERA)
+        # every world starts in the default standing state (spec §1.4)
+        qpos0 = np.array(m.qpos0)
+        qpos0[2] = T.DEFAULT_ROOT_HEIGHT
+        qpos0[3:7] = (1.0, 0.0, 0.0, 0.0)
+        self.default_qpos = qpos0
+        self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self._qpos[:] = qpos0
+        self._qvel[:] = 0.0
+        self.batch.forward(stage=mujoco.mjtStage.mjSTAGE_ACC)
+        #: (N,) bool: the world diverged during the last step and MuJoCo reset it to the model defaults
+        self.unstable = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self._refresh()
+
+    # ------------------------------------------------------------------------------------------------ state
+
+    def _to_torch(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=self.dtype)
+
+    def _refresh(self) -> None:
+        """Rebuild the torch state tensors from the batch's bound fields."""
+        ids = self._body_ids
+        xpos = self._xpos[:, ids]
+        cvel = self._cvel[:, ids]
+        ang = cvel[..., :3]
+        lin = cvel[..., 3:]
+        com = self._subtree_com[:, self._root_ids]
+        vel = lin + np.cross(ang, xpos - com)
+        normal = self._sensordata[:, self._contact_normal]
+        self.body_pos = self._to_torch(xpos)
+        self.body_rot = self._to_torch(self._xquat[:, ids][..., [1, 2, 3, 0]])
+        self.body_vel = self._to_torch(vel)
+        self.body_angvel = self._to_torch(ang)
+        #: (N, 15) normal force of each body's strongest contact (0 without contact), last substep's solve
+        self.body_contact_normal_force = self._to_torch(normal)
+        #: (N, 15) number of contacts involving each body
+        self.body_contact_count = torch.from_numpy(self._sensordata[:, self._contact_found].astype(np.int64)).to(
+            self.device
+        )
+        self.body_contact = torch.from_numpy(normal > CONTACT_FORCE_THRESHOLD).to(self.device)
+        self.qpos = self._to_torch(self._qpos)
+        self.qvel = self._to_torch(self._qvel)
+
+    def _np(self, x, cols: int) -> np.ndarray:
+        a = x.detach().to("cpu", torch.float64).numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+        return a.reshape(-1, cols)
+
+    def step(self, pd_target: torch.Tensor, substeps: int = T.CONTROL_SUBSTEPS) -> None:
+        target = self._np(pd_target, T.NUM_DOFS)
+        if target.shape[0] != self.num_envs:
+            raise ValueError(f"pd_target has {target.shape[0]} rows, expected {self.num_envs}")
+        self._ctrl[:] = target if self._ctrl_identity else target[:, self._act_dof]
+        t0 = self._time.copy()
+        self.batch.step(nstep=int(substeps), stage=mujoco.mjtStage.mjSTAGE_VEL)
+        # MuJoCo resets a diverging simulation (bad qacc) to the model defaults, time 0, and warns
+        self.unstable = torch.from_numpy(self._time < t0 + 0.5 * substeps * self.model.opt.timestep).to(self.device)
+        self._refresh()
+
+    def set_state(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        ids = np.asarray(env_ids.detach().cpu().numpy() if isinstance(env_ids, torch.Tensor) else env_ids, np.int64)
+        ids = ids.reshape(-1)
+        if ids.size == 0:
+            return
+        qp = self._np(qpos, self.nq)
+        qv = self._np(qvel, self.nv)
+        order = np.argsort(ids, kind="stable")
+        ids, qp, qv = ids[order], qp[order], qv[order]
+        if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
+            raise ValueError("env_ids must be unique")
+        # a clean start: warm start, controls and time cleared, as mj_resetData
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self._qpos[ids] = qp
+        self._qvel[ids] = qv
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_ACC)
+        self._refresh()
+
+    # ------------------------------------------------------------------------------------------------ render
+
+    def _ensure_renderer(self, camera: CameraSpec) -> None:
+        size = (int(camera.height), int(camera.width))
+        if self._renderer is not None and self._render_size == size:
+            self._render_model.cam_fovy[self._track_cam] = camera.fovy_deg
+            return
+        self.close_renderer()
+        _ensure_headless_gl()
+        rm = copy.copy(self.model)
+        rm.vis.global_.offwidth = max(int(rm.vis.global_.offwidth), size[1])
+        rm.vis.global_.offheight = max(int(rm.vis.global_.offheight), size[0])
+        rm.cam_fovy[self._track_cam] = camera.fovy_deg
+        self._render_model = rm
+        self._render_data = mujoco.MjData(rm)
+        self._renderer = mujoco.Renderer(rm, height=size[0], width=size[1])
+        self._render_size = size
+
+    def render(self, camera: CameraSpec, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 3, H, W) float32 RGB in [0, 1] from each world's tracking camera (or only the worlds `env_ids`)."""
+        self._ensure_renderer(camera)
+        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids.cpu().numpy()).reshape(-1)
+        qpos = self._qpos[ids]
+        root = torch.from_numpy(np.ascontiguousarray(qpos[:, :3]))
+        cam_pos, lookat = tracking_camera_pose(root, camera)
+        xmat = look_at_matrix(cam_pos, lookat).reshape(-1, 9).numpy()
+        cam_pos = cam_pos.numpy()
+        m, d, r = self._render_model, self._render_data, self._renderer
+        out = np.empty((len(ids), camera.height, camera.width, 3), np.uint8)
+        c = self._track_cam
+        for k in range(len(ids)):
+            d.qpos[:] = qpos[k]
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_camlight(m, d)
+            d.cam_xpos[c] = cam_pos[k]
+            d.cam_xmat[c] = xmat[k]
+            r.update_scene(d, camera=c)
+            r.render(out=out[k])
+        frames = torch.from_numpy(out).permute(0, 3, 1, 2).to(dtype=torch.float32).div_(255.0)
+        return frames.to(self.device)
+
+    def close_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+        self._renderer = None
+        self._render_model = None
+        self._render_data = None
+        self._render_size = None
+
+    def close(self) -> None:
+        self.close_renderer()
