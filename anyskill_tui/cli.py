@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from anyskill_tui.commands import motions, runs, skills
+from anyskill_tui.commands import queue as queue_cmd
 from anyskill_tui.commands._common import CliState, err_console, print_json, say, state
 from anyskill_tui.errors import UserError
 from anyskill_tui.workspace import HOME_ENV
@@ -51,6 +52,8 @@ app = typer.Typer(
 app.add_typer(motions.app, name="motions")
 app.add_typer(skills.app, name="skills")
 app.add_typer(runs.app, name="runs")
+app.command("queue")(queue_cmd.queue)
+app.command("worker")(queue_cmd.worker)
 
 
 @app.callback(invoke_without_command=True)

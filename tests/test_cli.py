@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -68,7 +69,7 @@ def fails(ws: Path, *args: str, message: str, input: str | None = None) -> None:
 def test_info(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ok(ws, "skills", "add", "jump")
     data = json.loads(ok(ws, "info", "--json").stdout)
-    assert data["workspace"] == str(ws) and data["schema_version"] == data["schema_latest"] == 2
+    assert data["workspace"] == str(ws) and data["schema_version"] == data["schema_latest"] == 3
     assert data["counts"]["skills"] == 1 and data["counts"]["runs"] == 0
     assert set(data["engines"]) == {"cpu", "gpu", "isaacgym"}
     assert set(data["engines"]["gpu"]["modules"]) == {"mujoco_warp", "warp"}
@@ -288,7 +289,9 @@ def test_runs_list_show(ws: Path) -> None:
     with Library(ws / "skills.db") as lib:
         r1 = lib.create_run("skill", "cpu", skill=1, config={"envs": 16})
         lib.create_run("llc", "gpu", priority=2)
-        lib.update_run(r1.id, status="running", pid=99)
+        # A live process (this one): `runs list/show` reconcile, and a dead pid would show as failed.
+        me = psutil.Process()
+        lib.update_run(r1.id, status="running", pid=me.pid, proc_create_time=me.create_time())
         lib.add_checkpoint(r1.id, "runs/1/ckpt_10.pt", 10, {"clip_sim": 0.25})
     rows = json.loads(ok(ws, "runs", "list", "--json").stdout)
     assert [(r["id"], r["kind"], r["status"]) for r in rows] == [(2, "llc", "queued"), (1, "skill", "running")]
@@ -298,7 +301,7 @@ def test_runs_list_show(ws: Path) -> None:
     table = ok(ws, "runs", "list").stdout
     assert "skill" in table and "llc" in table and "1: jump" in table
     d = json.loads(ok(ws, "runs", "show", "1", "--json").stdout)
-    assert d["skill_text"] == "jump" and d["config"] == {"envs": 16} and d["pid"] == 99
+    assert d["skill_text"] == "jump" and d["config"] == {"envs": 16} and d["pid"] == me.pid
     assert [(c["step"], c["metrics"]) for c in d["checkpoints"]] == [(10, {"clip_sim": 0.25})]
     human = ok(ws, "runs", "show", "1").stdout
     assert "ckpt_10.pt" in human and "running" in human
@@ -318,7 +321,7 @@ def test_newer_schema_is_refused(ws: Path) -> None:
         fails(
             ws,
             *args,
-            message="skills.db was made by a newer anyskill (schema v5, this release knows v2); upgrade anyskill",
+            message="skills.db was made by a newer anyskill (schema v5, this release knows v3); upgrade anyskill",
         )
 
 
@@ -347,7 +350,7 @@ def test_old_workspace_is_migrated_with_backup(tmp_path: Path) -> None:
     conn = sqlite3.connect(ws / "skills.db", isolation_level=None)
     db.migrate(conn, target=1)
     conn.close()
-    assert json.loads(ok(ws, "info", "--json").stdout)["schema_version"] == 2
+    assert json.loads(ok(ws, "info", "--json").stdout)["schema_version"] == 3
     assert (ws / "skills.db.bak-v1").is_file()
 
 

@@ -372,7 +372,7 @@ def test_v1_database_migrates_to_latest(tmp_path: Path) -> None:
     assert "priority" not in cols
     v1_dump = dump(path)
     with Library(path) as lib:
-        assert lib.schema_version == db.SCHEMA_VERSION == 2
+        assert lib.schema_version == db.SCHEMA_VERSION == 3
         sk = lib.get_skill(1)
         assert (sk.text, sk.weight, sk.tag_list, sk.notes, sk.status) == (
             "Jump forward",
@@ -421,7 +421,7 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     before = dump(path)
     with pytest.raises(
         SchemaTooNewError,
-        match=r"skills.db was made by a newer anyskill \(schema v9, this release knows v2\); upgrade anyskill",
+        match=r"skills.db was made by a newer anyskill \(schema v9, this release knows v3\); upgrade anyskill",
     ):
         Library(path)
     assert dump(path) == before

@@ -152,8 +152,19 @@ def _v2_run_priority(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX ix_run_queue ON run (status, priority DESC, id)")
 
 
+def _v3_run_process(conn: sqlite3.Connection) -> None:
+    """Version 3: the run's process identity and progress, for the job runner (``core/jobs``).
+
+    ``proc_create_time`` (psutil ``create_time()`` of ``pid``) guards stale detection against PID reuse;
+    ``step`` / ``total_steps`` are the trainer's last reported progress.
+    """
+    conn.execute("ALTER TABLE run ADD COLUMN proc_create_time FLOAT")
+    conn.execute("ALTER TABLE run ADD COLUMN step INTEGER")
+    conn.execute("ALTER TABLE run ADD COLUMN total_steps INTEGER")
+
+
 #: Ordered forward migrations; ``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial, _v2_run_priority]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_initial, _v2_run_priority, _v3_run_process]
 #: The schema version this release writes and knows.
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -391,6 +391,9 @@ class Library:
         *,
         status: RunStatus | str | _Unset = UNSET,
         pid: int | None | _Unset = UNSET,
+        proc_create_time: float | None | _Unset = UNSET,
+        step: int | None | _Unset = UNSET,
+        total_steps: int | None | _Unset = UNSET,
         run_dir: str | None | _Unset = UNSET,
         config: dict[str, Any] | _Unset = UNSET,
         priority: int | _Unset = UNSET,
@@ -415,6 +418,12 @@ class Library:
                     run.ended_at = now
             if not isinstance(pid, _Unset):
                 run.pid = pid
+            if not isinstance(proc_create_time, _Unset):
+                run.proc_create_time = proc_create_time
+            if not isinstance(step, _Unset):
+                run.step = step
+            if not isinstance(total_steps, _Unset):
+                run.total_steps = total_steps
             if not isinstance(run_dir, _Unset):
                 run.run_dir = run_dir
             if not isinstance(config, _Unset):
@@ -437,6 +446,24 @@ class Library:
     def heartbeat(self, run_id: int) -> Run:
         """Stamp ``heartbeat_at`` with now."""
         return self.update_run(run_id, heartbeat_at=utcnow())
+
+    def claim_run(self, run_id: int, *, pid: int | None = None) -> Run | None:
+        """Atomically move one specific ``queued`` run to ``running`` (as :meth:`claim_next_queued_run` does
+        for the next one). Returns None when the run is not queued any more (someone else took it)."""
+        with self._write() as s:
+            res = s.exec(
+                update(Run)
+                .where(col(Run.id) == run_id, col(Run.status) == RunStatus.QUEUED.value)
+                .values(status=RunStatus.RUNNING.value, started_at=utcnow(), ended_at=None, error=None, pid=pid)
+            )
+            if res.rowcount != 1:
+                if s.get(Run, run_id) is None:
+                    raise NotFoundError(f"no run with id {run_id} (see `anyskill runs list`)")
+                return None
+            run = s.get(Run, run_id)
+            assert run is not None
+            s.refresh(run)
+        return run
 
     def claim_next_queued_run(
         self,

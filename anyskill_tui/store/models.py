@@ -73,6 +73,9 @@ class Run(SQLModel, table=True):
     status: str = "queued"
     priority: int = 0
     pid: int | None = None
+    proc_create_time: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
     run_dir: str | None = None
     config_json: str = "{}"
     heartbeat_at: datetime | None = None
@@ -95,6 +98,9 @@ class Run(SQLModel, table=True):
             "status": self.status,
             "priority": self.priority,
             "pid": self.pid,
+            "proc_create_time": self.proc_create_time,
+            "step": self.step,
+            "total_steps": self.total_steps,
             "run_dir": self.run_dir,
             "config": self.config,
             "heartbeat_at": iso(self.heartbeat_at),

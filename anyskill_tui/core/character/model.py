@@ -105,8 +105,7 @@ def humanoid_xml(options: ModelOptions | None = None) -> str:
             limit = f' forcelimited="true" forcerange="{_f(-f)} {_f(f)}"'
         kv = 0.0 if o.damping_in_joint else d.kd
         actuators.append(
-            f'    <position name="{d.name}" joint="{d.name}" kp="{_f(d.kp)}" kv="{_f(kv)}"'
-            f' ctrllimited="false"{limit}/>'
+            f'    <position name="{d.name}" joint="{d.name}" kp="{_f(d.kp)}" kv="{_f(kv)}" ctrllimited="false"{limit}/>'
         )
     rgba = _vec(CHARACTER_RGBA)
     return f"""<mujoco model="anyskill_humanoid">
