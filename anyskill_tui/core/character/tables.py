@@ -93,15 +93,9 @@ def _arm_geoms(side: str) -> dict[str, tuple[GeomSpec, ...]]:
 
 def _leg_geoms(side: str) -> dict[str, tuple[GeomSpec, ...]]:
     return {
-        f"{side}_thigh": (
-            GeomSpec(f"{side}_thigh", "capsule", (0.055,), 1269, fromto=(0, 0, -0.06, 0, 0, -0.36)),
-        ),
-        f"{side}_shin": (
-            GeomSpec(f"{side}_shin", "capsule", (0.05,), 1014, fromto=(0, 0, -0.045, 0, 0, -0.355)),
-        ),
-        f"{side}_foot": (
-            GeomSpec(f"{side}_foot", "box", (0.0885, 0.045, 0.0275), 1141, pos=(0.045, 0, -0.0225)),
-        ),
+        f"{side}_thigh": (GeomSpec(f"{side}_thigh", "capsule", (0.055,), 1269, fromto=(0, 0, -0.06, 0, 0, -0.36)),),
+        f"{side}_shin": (GeomSpec(f"{side}_shin", "capsule", (0.05,), 1014, fromto=(0, 0, -0.045, 0, 0, -0.355)),),
+        f"{side}_foot": (GeomSpec(f"{side}_foot", "box", (0.0885, 0.045, 0.0275), 1141, pos=(0.045, 0, -0.0225)),),
     }
 
 
