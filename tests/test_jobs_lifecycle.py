@@ -169,7 +169,11 @@ def test_stale_heartbeat_kills_the_silent_process(lib: Library) -> None:
         silent.wait()
 
 
-def test_missing_trainer_fails_clearly(ws: Path, lib: Library) -> None:
+def test_missing_trainer_fails_clearly(ws: Path, lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anyskill_tui.core.jobs import trainers
+
+    # a build without the LLC trainer module
+    monkeypatch.setitem(trainers.TRAINERS, "llc", "anyskill_tui.core.learn.no_such_trainer:train_llc")
     run = lib.create_run("llc", "cpu")
     assert runner.execute(ws, run.id, install_signals=False) == 1
     r = lib.get_run(run.id)

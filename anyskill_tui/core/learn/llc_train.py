@@ -1,0 +1,960 @@
+"""CALM low-level-controller training (spec §4): ``train_llc(ctx)``, the ``llc`` trainer of the job runner.
+
+One epoch:
+
+1. **Rollout** of ``horizon_length`` LLC steps on ``HumanoidEnv`` (hybrid init, fall pool, recovery episodes,
+   episode length from the config). Each env acts on a latent z = E(60-step demo window), redrawn on every reset
+   and when its progress reaches a deadline that then advances by randint(min, max) (``latent_resample_deadlines``).
+   Actions are ε-greedy per env and step: stochastic with probability p_i = 1 − exp(10·(i/(N−1) − 1)), else μ.
+   The 60-step windows behind the latents are stored once per redraw in a per-epoch pool (each sample keeps an
+   index into it), not once per sample: 7,500 floats per sample would cost GBs at 4,096 envs.
+2. **Reward** after the rollout: r = w_cdisc·(−log(max(1 − σ(D(o_t, z_t)), 1e−4))·scale) with the current D and
+   AMP normaliser, no gradient (the task and plain-AMP terms have weight 0 in the reference and are not computed).
+3. **GAE** (γ, λ), the bootstrap zeroed on falls only, cut at every episode end; advantages normalised over the
+   stochastic samples; the value normaliser (when on) updated with the values, then the returns, once per epoch.
+4. **Update**: ``mini_epochs`` shuffled passes in minibatches; per minibatch the obs and AMP normalisers update
+   (train mode, spec §3.4: the AMP one with every window D and the encoder regulariser see), z is recomputed as
+   E(stored window) *with* gradient for actor and critic, the conditional-disc loss uses the first
+   ``amp_minibatch_size`` rows with replay windows (E under no_grad) and demo windows of the demo buffer, the encoder
+   regulariser uses fresh alignment pairs, and one Adam step takes the total loss (mixed precision on CUDA,
+   gradient clipping only with ``truncate_grads``).
+5. **Buffers**: the demo buffer is filled at start and gets ``amp_batch_size`` new pairs per epoch; the epoch's
+   agent windows go to the replay buffer (all until full, then each kept with ``replay_keep_prob``).
+
+Checkpoints (``ctx.save_checkpoint`` every ``ppo.save_frequency`` epochs, at the end and on a stop request) hold
+everything needed for an exact resume: all networks, optimiser, GradScaler, normalisers, the env's full state
+(MuJoCo integration state rows, AMP history, counters, flags), the per-env latents and deadlines, the buffers,
+epoch, samples and every RNG (torch cpu+cuda, the trainer's and env's generators, numpy, python). Buffers are
+stored compactly: a demo window is stored as its *recipe* (clip id, window end times), from which MotionLib
+rebuilds it exactly on load; replay entries keep their 10-step agent window and the recipe of their latent's
+60-step window. With a fixed seed on the cpu engine, "train 4 epochs" equals "train 2, checkpoint, resume,
+train 2" bit for bit (a test checks it). Resuming with a different ``env.num_envs`` restarts every episode.
+
+The run config (``ctx.config``) is ``{"llc": <LlcConfig dict>, "motions": PATH, "engine": "cpu"|"gpu"|"auto",
+"device": "auto", "threads": null, "time_budget_s": null, "keep_checkpoints": null}``; ``llc.ppo.max_epochs`` is
+the epoch count. A non-finite loss raises ``UserError`` naming the loss, the epoch and the last good checkpoint,
+without saving the bad state.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anyskill_tui.core.learn.buffers import DemoBuffer, ReplayBuffer
+from anyskill_tui.core.learn.calm import (
+    calm_total_loss,
+    cond_disc_loss,
+    cond_disc_reward,
+    encoder_reg_loss,
+    epsilon_greedy_mask,
+    epsilon_greedy_probs,
+    latent_resample_deadlines,
+    mix_actions,
+)
+from anyskill_tui.core.learn.config import LlcConfig, llc_config_from_dict
+from anyskill_tui.core.learn.llc_policy import LLC_FORMAT, LlcPolicy
+from anyskill_tui.core.learn.networks import CalmCritic, ConditionalDiscriminator
+from anyskill_tui.core.learn.normalizer import RunningMeanStd
+from anyskill_tui.core.learn.ppo import (
+    MixedPrecision,
+    bounds_loss,
+    clip_fraction,
+    gae,
+    gaussian_log_prob,
+    normalize_advantages,
+    ppo_actor_loss,
+    sample_gaussian,
+    value_loss,
+)
+from anyskill_tui.errors import UserError
+
+__all__ = ["train_llc", "LlcTrainer", "EPOCH_TAGS", "default_motions_path", "run_config"]
+
+#: the TensorBoard scalar tags written every epoch
+EPOCH_TAGS = (
+    "losses/a_loss",
+    "losses/c_loss",
+    "losses/bounds_loss",
+    "losses/conditional_disc_loss",
+    "losses/enc_reg_loss",
+    "info/conditional_disc_demo_acc",
+    "info/conditional_disc_agent_acc",
+    "info/conditional_disc_demo_logit",
+    "info/conditional_disc_agent_logit",
+    "info/conditional_disc_grad_penalty",
+    "info/conditional_disc_reward_mean",
+    "info/conditional_disc_reward_std",
+    "info/encoder_alignment",
+    "info/encoder_uniformity",
+    "info/clip_frac",
+    "info/epochs",
+    "info/fall_rate",
+    "info/episodes",
+    "episode_lengths/iter",
+    "performance/total_fps",
+    "performance/epoch_time",
+    "performance/play_time",
+    "performance/update_time",
+)
+
+_LOSS_KEYS = ("actor", "critic", "bounds", "disc", "enc", "total")
+_STAT_KEYS = (
+    *_LOSS_KEYS,
+    "demo_acc",
+    "agent_acc",
+    "demo_logit",
+    "agent_logit",
+    "grad_penalty",
+    "enc_align",
+    "enc_uniform",
+    "clip_frac",
+)
+
+
+def default_motions_path() -> Path:
+    from anyskill_tui.paths import configs_dir
+
+    return configs_dir() / "motions" / "starter.yaml"
+
+
+def run_config(
+    llc: LlcConfig | Mapping[str, Any],
+    motions: str | Path | None = None,
+    engine: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    time_budget_s: float | None = None,
+    keep_checkpoints: int | None = None,
+) -> dict[str, Any]:
+    """The run config ``train_llc`` reads (see the module docstring)."""
+    llc_dict = llc.to_dict() if isinstance(llc, LlcConfig) else dict(llc)
+    return {
+        "llc": llc_dict,
+        "motions": str(Path(motions).expanduser().absolute()) if motions else str(default_motions_path()),
+        "engine": engine,
+        "device": device,
+        "threads": threads,
+        "time_budget_s": time_budget_s,
+        "keep_checkpoints": keep_checkpoints,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- RNG
+
+
+def _rng_state(gens: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "generators": {k: g.get_state() for k, g in gens.items()},
+    }
+
+
+def _load_rng_state(state: Mapping[str, Any], gens: Mapping[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    for k, g in gens.items():
+        if k in state["generators"]:
+            g.set_state(state["generators"][k])
+
+
+# ---------------------------------------------------------------------------------------------------------- env state
+
+
+def _backend_state(backend) -> dict[str, Any]:
+    """The full integration state of the worlds (exact for the cpu engine; qpos/qvel/warm start on gpu)."""
+    batch = getattr(backend, "batch", None)
+    if batch is not None:  # cpu engine: mujoco.batch state rows
+        return {
+            "kind": "cpu",
+            "fields": {
+                f: np.array(batch.bind(f), copy=True) for f in ("time", "qpos", "qvel", "act", "qacc_warmstart", "ctrl")
+            },
+        }
+    out = {"kind": "other", "qpos": backend.qpos.detach().cpu().clone(), "qvel": backend.qvel.detach().cpu().clone()}
+    ws = getattr(backend, "_qacc_warmstart", None)
+    if ws is not None:
+        out["warmstart"] = ws.detach().cpu().clone()
+    return out
+
+
+def _load_backend_state(backend, state: Mapping[str, Any]) -> None:
+    batch = getattr(backend, "batch", None)
+    if state["kind"] == "cpu" and batch is not None:
+        import mujoco
+
+        fields = state["fields"]
+        for f in ("time", "qpos", "qvel", "act", "ctrl"):
+            batch.bind(f)[:] = fields[f]
+        batch.forward(stage=mujoco.mjtStage.mjSTAGE_ACC)
+        batch.bind("qacc_warmstart")[:] = fields["qacc_warmstart"]
+        backend._refresh()
+        return
+    ids = torch.arange(backend.num_envs, device=backend.device)
+    qpos = state["qpos"] if "qpos" in state else torch.as_tensor(state["fields"]["qpos"])
+    qvel = state["qvel"] if "qvel" in state else torch.as_tensor(state["fields"]["qvel"])
+    backend.set_state(ids, qpos.to(backend.device), qvel.to(backend.device))
+    ws = getattr(backend, "_qacc_warmstart", None)
+    if ws is not None and "warmstart" in state:
+        ws.copy_(state["warmstart"].to(ws.device, ws.dtype))
+
+
+_ENV_TENSORS = ("_hist", "_obs", "_amp", "progress", "recovery_counter", "terminated", "truncated", "unstable")
+
+
+def _env_state(env) -> dict[str, Any]:
+    out = {k: getattr(env, k).detach().cpu().clone() for k in _ENV_TENSORS}
+    out["_head"] = int(env._head)
+    out["fall_pool_qpos"] = None if env.fall_pool_qpos is None else env.fall_pool_qpos.detach().cpu().clone()
+    out["backend"] = _backend_state(env.backend)
+    out["generator"] = env.generator.get_state()
+    out["motion_generator"] = None if env._motion_gen is None else env._motion_gen.get_state()
+    return out
+
+
+def _load_env_state(env, state: Mapping[str, Any]) -> None:
+    _load_backend_state(env.backend, state["backend"])
+    for k in _ENV_TENSORS:
+        ref = getattr(env, k)
+        setattr(env, k, state[k].to(device=ref.device, dtype=ref.dtype).clone())
+    env._head = int(state["_head"])
+    if state["fall_pool_qpos"] is not None:
+        env.fall_pool_qpos = state["fall_pool_qpos"].to(device=env.device, dtype=env.dtype)
+    env.generator.set_state(state["generator"])
+    if env._motion_gen is not None and state["motion_generator"] is not None:
+        env._motion_gen.set_state(state["motion_generator"])
+
+
+# ---------------------------------------------------------------------------------------------------------- demo bank
+
+
+class DemoWindowBank:
+    """Demo AMP windows as table lookups: every clip's AMP features precomputed on a grid of ``sub`` points per
+    control step (1/120 s for ``sub`` 4), so a window is a gather, not ``steps`` MotionLib interpolations + FK.
+
+    Window end times are drawn exactly as ``MotionLib.fetch_enc_amp_pair`` / ``fetch_alignment_pair`` draw them
+    (spec §2.4) and then rounded to the grid (at most 1/240 s off); steps go back by whole control steps and stop
+    at the clip start (clamped at 0, as ``demo_windows``). A window is named by its *recipe* (clip id, end index),
+    which is how checkpoints store the buffers.
+    """
+
+    def __init__(self, ml, enc_steps: int, amp_steps: int, device, generator: torch.Generator, sub: int = 4):
+        from anyskill_tui.core.character import tables as T
+
+        self.ml, self.K, self.k, self.sub, self.gen = ml, int(enc_steps), int(amp_steps), int(sub), generator
+        self.dt = T.CONTROL_DT
+        self.rate = self.sub / self.dt  # grid points per second
+        self.device = torch.device(device)
+        lengths = ml.clip_lengths.double().cpu()
+        last = torch.floor(lengths * self.rate + 1e-6).long()  # index of the last grid point of each clip
+        counts = last + 1
+        starts = torch.cumsum(counts, 0) - counts
+        clip = torch.repeat_interleave(torch.arange(ml.num_clips), counts)
+        local = torch.arange(int(counts.sum())) - starts[clip]
+        times = local.double() / self.rate
+        rows = []
+        for s in range(0, clip.numel(), 8192):
+            rows.append(ml.amp_obs(clip[s : s + 8192].to(ml.device), times[s : s + 8192].to(ml.device)).float())
+        self.table = torch.cat(rows).to(self.device)
+        self.starts = starts.to(self.device)
+        self.last = last.to(self.device)
+        self.ml_last = last.to(ml.device)
+
+    def _q(self, clip: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        j = torch.round(t.double() * self.rate).long()
+        return torch.minimum(j.clamp_min(0), self.ml_last[clip])
+
+    def sample(self, n: int, with_amp: bool = True) -> torch.Tensor:
+        """(n, 3) long: clip id, encoder-window end index, AMP-window end index (inside the encoder window)."""
+        ml, g = self.ml, self.gen
+        ids = ml.sample_clips(n, generator=g)
+        length = ml.clip_lengths[ids]
+        w = (self.K - 1) * self.dt
+        t_e = ml._window_end_times(ids, self.K, self.dt, g)
+        t_a = t_e - ml._rand(n, g) * (length.clamp(max=w) - self.k * self.dt).clamp_min(0.0) if with_amp else t_e
+        return torch.stack([ids.long(), self._q(ids, t_e), self._q(ids, t_a)], dim=-1).to(self.device)
+
+    def windows(self, clip: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+        clip, end = clip.to(self.device).long(), end.to(self.device).long()
+        back = torch.arange(steps, device=self.device) * self.sub
+        idx = self.starts[clip].unsqueeze(-1) + (end.unsqueeze(-1) - back).clamp_min(0)
+        return self.table[idx]
+
+    def alignment_pair(self, n: int, max_shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two encoder windows of the same clips ending at t0 and min(t0 + U(0, max_shift), L)."""
+        ml, g = self.ml, self.gen
+        ids = ml.sample_clips(n, generator=g)
+        length = ml.clip_lengths[ids]
+        t0 = ml._window_end_times(ids, self.K, self.dt, g)
+        t1 = torch.minimum(t0 + ml._rand(n, g) * max_shift, length)
+        return self.windows(ids, self._q(ids, t0), self.K), self.windows(ids, self._q(ids, t1), self.K)
+
+
+# ---------------------------------------------------------------------------------------------------------- trainer
+
+
+class LlcTrainer:
+    """The CALM trainer's state and its epoch; :func:`train_llc` drives it through a ``TrainContext``.
+
+    Args:
+        cfg: the LLC config.
+        motions: the motion dataset (motions.yaml or .npy).
+        engine: ``cpu``, ``gpu`` or ``auto``; device: torch device of the learner (``auto``: the env's).
+        threads: threads of the cpu engine.
+    """
+
+    def __init__(
+        self,
+        cfg: LlcConfig,
+        motions: str | Path,
+        engine: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        from anyskill_tui.core.motion.dataset import load_dataset
+        from anyskill_tui.core.motion.motion_lib import MotionLib
+        from anyskill_tui.core.sim import default_engine
+        from anyskill_tui.core.sim.env import EnvConfig, HumanoidEnv
+
+        self.cfg = cfg
+        e, n, p, c = cfg.env, cfg.network, cfg.ppo, cfg.calm
+        if abs(e.control_freq - 30.0) > 1e-9:
+            raise UserError(f"env.control_freq: the simulator runs the LLC at 30 Hz, not {e.control_freq}")
+        if tuple(e.key_bodies) != ("right_hand", "left_hand", "right_foot", "left_foot"):
+            raise UserError("env.key_bodies: only right_hand, left_hand, right_foot, left_foot are supported")
+        engine = default_engine() if engine == "auto" else engine
+        if engine not in ("cpu", "gpu"):
+            raise UserError(f"unknown engine {engine!r}: choose cpu, gpu or auto")
+        if engine == "gpu" and not torch.cuda.is_available():
+            raise UserError("engine gpu needs CUDA, and no CUDA device is available; use --engine cpu")
+        self.engine = engine
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+
+        try:
+            dataset = load_dataset(motions)
+        except (ValueError, OSError) as exc:
+            raise UserError(str(exc)) from None
+        self.motions = str(motions)
+        env_cfg = EnvConfig(
+            num_envs=e.num_envs,
+            engine=engine,
+            threads=threads,
+            seed=cfg.seed,
+            state_init=e.state_init,
+            hybrid_init_prob=e.hybrid_init_prob,
+            termination_height=e.termination_height,
+            episode_length=e.episode_length,
+            recovery_episode_prob=e.recovery_episode_prob,
+            recovery_steps=e.recovery_steps,
+            fall_init_prob=e.fall_init_prob,
+            num_amp_obs_steps=e.num_amp_obs_steps,
+            num_enc_obs_steps=e.num_amp_enc_obs_steps,
+        )
+        env_dev = "cuda" if engine == "gpu" else "cpu"
+        self.motion_lib = MotionLib(dataset, device=env_dev)
+        try:
+            self.env = HumanoidEnv(env_cfg, motion_lib=self.motion_lib)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.env_device = self.env.device
+        self.device = torch.device(self.env_device if device == "auto" else device)
+        if self.env.obs_dim != n.obs_dim or self.env.amp_obs_dim != n.amp_obs_dim:
+            raise UserError(
+                f"network.obs_dim/amp_obs_dim ({n.obs_dim}/{n.amp_obs_dim}) must match the env "
+                f"({self.env.obs_dim}/{self.env.amp_obs_dim})"
+            )
+
+        dev = self.device
+        if dev.type == "cuda":  # fp32 matmuls outside autocast (rollout) on tensor cores
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.policy = LlcPolicy(cfg).to(dev)
+        self.actor, self.encoder = self.policy.actor, self.policy.encoder
+        self.obs_norm, self.amp_norm = self.policy.obs_norm, self.policy.amp_norm
+        self.critic = CalmCritic(n.obs_dim, n.latent_dim, n.critic_hidden).to(dev)
+        self.disc = ConditionalDiscriminator(
+            n.amp_obs_dim, e.num_amp_obs_steps, n.latent_dim, n.disc_hidden, n.style_hidden, n.style_dim
+        ).to(dev)
+        self.value_norm = RunningMeanStd((1,)).to(dev)
+        self.params = [
+            prm
+            for m in (self.actor, self.critic, self.encoder, self.disc)
+            for prm in m.parameters()
+            if prm.requires_grad
+        ]
+        self.opt = torch.optim.Adam(self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay)
+        self.mp = MixedPrecision(dev, enabled=p.mixed_precision)
+        self.coeffs = cfg.loss_coeffs()
+
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(cfg.seed + 12345)
+        self.ml_gen = torch.Generator(device=self.motion_lib.device)
+        self.ml_gen.manual_seed(cfg.seed + 23456)
+
+        self.K, self.k, self.F = e.num_amp_enc_obs_steps, e.num_amp_obs_steps, n.amp_obs_dim
+        self.bank = DemoWindowBank(self.motion_lib, self.K, self.k, device=dev, generator=self.ml_gen)
+        N = self.num_envs = e.num_envs
+        self.demo = DemoBuffer(c.demo_buffer_size, (self.k, self.F), (self.K, self.F), device=dev)
+        self.replay = ReplayBuffer(
+            c.replay_buffer_size, (self.k, self.F), (self.K, self.F), keep_prob=c.replay_keep_prob, device=dev
+        )
+        # recipes of the windows in the buffers: clip id, encoder-window end time, AMP-window end time
+        self.demo_recipe = torch.zeros((c.demo_buffer_size, 3), dtype=torch.long, device=dev)
+        self.replay_recipe = torch.zeros((c.replay_buffer_size, 2), dtype=torch.long, device=dev)
+
+        self.eps_probs = (
+            epsilon_greedy_probs(N, device=dev) if c.epsilon_greedy else torch.ones(N, device=dev, dtype=torch.float32)
+        )
+        # per-env latent state
+        self.z = torch.zeros((N, n.latent_dim), device=dev)
+        self.env_win = torch.zeros((N, self.K, self.F), device=dev)
+        self.env_recipe = torch.zeros((N, 2), dtype=torch.long, device=dev)
+        self.deadline = torch.zeros(N, dtype=torch.long, device=self.env_device)
+        self.need_reset = torch.ones(N, dtype=torch.bool, device=self.env_device)  # every env needs a first latent
+
+        self.epoch = 0
+        self.samples = 0
+        self.history: list[dict[str, float]] = []
+        self.last_checkpoint: Path | None = None
+        self.fill_demo_buffer()
+
+    # ------------------------------------------------------------------------------------------ demo data
+
+    def sample_recipes(self, n: int, with_amp: bool = True) -> torch.Tensor:
+        """(n, 3) long recipes (clip id, encoder end index, AMP end index) of the window bank."""
+        return self.bank.sample(n, with_amp=with_amp)
+
+    def windows(self, clip_ids: torch.Tensor, end_idx: torch.Tensor, steps: int) -> torch.Tensor:
+        """Demo windows (n, steps, F) float32 on the learner device, rebuilt from recipe columns."""
+        return self.bank.windows(clip_ids, end_idx, steps)
+
+    def push_demo(self, n: int) -> None:
+        rec = self.sample_recipes(n)
+        cap = self.demo.capacity
+        if n >= cap:
+            rec = rec[-cap:]
+        idx = (self.demo.head + torch.arange(rec.shape[0], device=self.device)) % cap
+        enc = self.windows(rec[:, 0], rec[:, 1], self.K)
+        amp = self.windows(rec[:, 0], rec[:, 2], self.k)
+        self.demo.push(amp, enc)
+        self.demo_recipe[idx] = rec
+
+    def fill_demo_buffer(self) -> None:
+        c = self.cfg.calm
+        chunks = math.ceil(c.demo_buffer_size / c.amp_batch_size)
+        for _ in range(chunks):
+            self.push_demo(c.amp_batch_size)
+
+    def push_replay(self, amp: torch.Tensor, recipe: torch.Tensor, win_of) -> None:
+        """Agent windows to the replay buffer: all until full, then each kept with ``replay_keep_prob``."""
+        r = self.replay
+        free = r.capacity - r.size
+        if free > 0:
+            m = min(free, amp.shape[0])
+            idx = (r.head + torch.arange(m, device=self.device)) % r.capacity
+            r.amp[idx] = amp[:m]
+            r.enc[idx] = win_of(torch.arange(m, device=self.device))
+            self.replay_recipe[idx] = recipe[:m]
+            r.head = (r.head + m) % r.capacity
+            r.size = min(r.size + m, r.capacity)
+            rest = torch.arange(m, amp.shape[0], device=self.device)
+        else:
+            rest = torch.arange(amp.shape[0], device=self.device)
+        if rest.numel() == 0:
+            return
+        keep = torch.rand(rest.numel(), generator=self.gen, device=self.device) < r.keep_prob
+        rows = rest[keep]
+        if rows.numel() == 0:
+            return
+        slots = torch.randint(0, r.capacity, (rows.numel(),), generator=self.gen, device=self.device)
+        r.amp[slots] = amp[rows]
+        r.enc[slots] = win_of(rows)
+        self.replay_recipe[slots] = recipe[rows]
+
+    # ------------------------------------------------------------------------------------------ rollout
+
+    def _resample_latents(self, pool: list, pool_recipes: list, pool_size: int, win_idx_env: torch.Tensor) -> int:
+        env = self.env
+        need, self.deadline = latent_resample_deadlines(
+            env.progress,
+            self.deadline,
+            self.cfg.calm.latent_steps_min,
+            self.cfg.calm.latent_steps_max,
+            reset=self.need_reset,
+            generator=None if self.env_device != self.device else self.gen,
+        )
+        self.need_reset = torch.zeros_like(self.need_reset)
+        ids = torch.nonzero(need.to(self.device), as_tuple=False).flatten()
+        k = int(ids.numel())
+        if k == 0:
+            return pool_size
+        rec = self.sample_recipes(k, with_amp=False)[:, :2]
+        win = self.windows(rec[:, 0], rec[:, 1], self.K)
+        with torch.no_grad():
+            z = self.encoder(self.amp_norm.normalize(win))
+        self.z[ids] = z.float()
+        self.env_win[ids] = win
+        self.env_recipe[ids] = rec
+        pool.append(win)
+        pool_recipes.append(rec)
+        win_idx_env[ids] = torch.arange(pool_size, pool_size + k, device=self.device)
+        return pool_size + k
+
+    @torch.no_grad()
+    def rollout(self) -> dict[str, Any]:
+        env, cfg = self.env, self.cfg
+        T, N, dev = cfg.ppo.horizon_length, self.num_envs, self.device
+        log_std = self.actor.log_std
+        # the pool of this epoch's encoder windows starts with every env's current window
+        pool, pool_recipes = [self.env_win.clone()], [self.env_recipe.clone()]
+        pool_size = N
+        win_idx_env = torch.arange(N, device=dev)
+        buf = {
+            "obs": torch.zeros((T, N, cfg.network.obs_dim), device=dev),
+            "actions": torch.zeros((T, N, cfg.network.action_dim), device=dev),
+            "logp": torch.zeros((T, N), device=dev),
+            "values": torch.zeros((T, N), device=dev),
+            "next_values": torch.zeros((T, N), device=dev),
+            "terminated": torch.zeros((T, N), dtype=torch.bool, device=dev),
+            "done": torch.zeros((T, N), dtype=torch.bool, device=dev),
+            "mask": torch.zeros((T, N), dtype=torch.bool, device=dev),
+            "win_idx": torch.zeros((T, N), dtype=torch.long, device=dev),
+            "z": torch.zeros((T, N, cfg.network.latent_dim), device=dev),
+            "amp": torch.zeros((T, N, self.k, self.F), device=dev),
+        }
+        ep_len_sum = torch.zeros((), device=dev)
+        ep_count = torch.zeros((), device=dev)
+        fall_count = torch.zeros((), device=dev)
+        norm_obs = self.policy.norm_obs
+        for t in range(T):
+            pool_size = self._resample_latents(pool, pool_recipes, pool_size, win_idx_env)
+            obs = env.obs.to(device=dev, dtype=torch.float32)
+            nobs = norm_obs(obs)
+            z = self.z
+            mu = self.actor(nobs, z)
+            value = self.critic(nobs, z)
+            sampled = sample_gaussian(mu, log_std, generator=self.gen)
+            mask = epsilon_greedy_mask(self.eps_probs, generator=self.gen)
+            action = mix_actions(mu, sampled, mask)
+            res = env.step(action.to(self.env_device))
+            next_obs = res.obs.to(device=dev, dtype=torch.float32)
+            next_value = self.critic(norm_obs(next_obs), z)
+            done = res.done.to(dev)
+            term = res.terminated.to(dev)
+            buf["obs"][t] = obs
+            buf["actions"][t] = action
+            buf["logp"][t] = gaussian_log_prob(action, mu, log_std)
+            buf["values"][t] = value
+            buf["next_values"][t] = next_value
+            buf["terminated"][t] = term
+            buf["done"][t] = done
+            buf["mask"][t] = mask
+            buf["win_idx"][t] = win_idx_env
+            buf["z"][t] = z
+            buf["amp"][t] = env.amp_obs_history().to(device=dev, dtype=torch.float32).view(N, self.k, self.F)
+            prog = env.progress.to(dev).float()
+            ep_len_sum += (prog * done).sum()
+            ep_count += done.sum()
+            fall_count += term.sum()
+            self.need_reset = res.done.clone()
+            env.reset_done()
+        buf["pool"] = torch.cat(pool)
+        buf["pool_recipe"] = torch.cat(pool_recipes)
+        buf["ep_len_sum"], buf["ep_count"], buf["fall_count"] = ep_len_sum, ep_count, fall_count
+        return buf
+
+    # ------------------------------------------------------------------------------------------ update
+
+    @torch.no_grad()
+    def rewards(self, buf: dict[str, Any]) -> torch.Tensor:
+        T, N = buf["logp"].shape
+        amp = buf["amp"].reshape(T * N, self.k, self.F)
+        z = buf["z"].reshape(T * N, -1)
+        out = torch.empty(T * N, device=self.device)
+        chunk = 16384
+        for s in range(0, T * N, chunk):
+            with self.mp.autocast():
+                logits = self.disc(self.amp_norm.normalize(amp[s : s + chunk]), z[s : s + chunk])
+            out[s : s + chunk] = cond_disc_reward(logits.float(), self.coeffs.disc_reward_scale)
+        return (self.cfg.calm.conditional_disc_reward_w * out).reshape(T, N)
+
+    def update(self, buf: dict[str, Any]) -> dict[str, torch.Tensor]:
+        p, c = self.cfg.ppo, self.cfg.calm
+        dev = self.device
+        T, N = buf["logp"].shape
+        B, b = p.minibatch_size, c.amp_minibatch_size
+        vn = p.normalize_value
+        values = buf["values"]
+        next_values = buf["next_values"]
+        if vn:  # the critic predicts normalised values
+            values = self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
+            next_values = self.value_norm.denormalize(next_values.unsqueeze(-1)).squeeze(-1)
+        rewards = buf["rewards"]
+        adv, returns = gae(rewards, values, next_values, buf["terminated"], buf["done"], p.gamma, p.tau)
+        mask = buf["mask"]
+        if p.normalize_advantage:
+            adv = normalize_advantages(adv, mask)
+        if vn:
+            self.value_norm.update(values.reshape(-1, 1))
+            self.value_norm.update(returns.reshape(-1, 1))
+            returns = self.value_norm.normalize(returns.unsqueeze(-1)).squeeze(-1)
+        flat = {
+            "obs": buf["obs"].reshape(T * N, -1),
+            "actions": buf["actions"].reshape(T * N, -1),
+            "logp": buf["logp"].reshape(-1),
+            "adv": adv.reshape(-1),
+            "returns": returns.reshape(-1),
+            "mask": mask.reshape(-1),
+            "win_idx": buf["win_idx"].reshape(-1),
+            "amp": buf["amp"].reshape(T * N, self.k, self.F),
+        }
+        pool = buf["pool"]
+        stats = torch.zeros(len(_STAT_KEYS), device=dev)
+        nonfinite = torch.zeros(len(_LOSS_KEYS), device=dev)
+        steps = 0
+        amp_norm, enc = self.amp_norm, self.encoder
+        log_std = self.actor.log_std
+        for _ in range(p.mini_epochs):
+            perm = torch.randperm(T * N, generator=self.gen, device=dev)
+            for s in range(0, T * N, B):
+                idx = perm[s : s + B]
+                obs, actions = flat["obs"][idx], flat["actions"][idx]
+                old_logp, adv_mb, ret_mb, m = (
+                    flat["logp"][idx],
+                    flat["adv"][idx],
+                    flat["returns"][idx],
+                    flat["mask"][idx],
+                )
+                win = pool[flat["win_idx"][idx]]
+                agent_amp = flat["amp"][idx[:b]]
+                demo_amp, demo_enc = self.demo.sample(b, generator=self.gen)
+                if len(self.replay) > 0:
+                    rep_amp, rep_enc = self.replay.sample(b, generator=self.gen)
+                else:
+                    rep_amp = rep_enc = None
+                w0, w1 = self.bank.alignment_pair(b, c.enc_pair_max_offset)
+                # normaliser statistics (train mode, spec §3.4)
+                if p.normalize_input:
+                    self.obs_norm.update(obs)
+                amp_norm.update(agent_amp)
+                if rep_amp is not None:
+                    amp_norm.update(rep_amp)
+                amp_norm.update(demo_amp)
+                amp_norm.update(w0)
+                amp_norm.update(w1)
+                with self.mp.autocast():
+                    z = enc(amp_norm.normalize(win))
+                    nobs = self.policy.norm_obs(obs)
+                    mu = self.actor(nobs, z).float()
+                    logp = gaussian_log_prob(actions, mu, log_std)
+                    parts = {
+                        "actor": ppo_actor_loss(logp, old_logp, adv_mb, p.e_clip, m),
+                        "critic": value_loss(self.critic(nobs, z).float(), ret_mb),
+                        "bounds": bounds_loss(mu, mask=m),
+                    }
+                    with torch.no_grad():
+                        z_demo = enc(amp_norm.normalize(demo_enc))
+                        z_rep = enc(amp_norm.normalize(rep_enc)) if rep_enc is not None else None
+                    disc_loss, dparts = cond_disc_loss(
+                        self.disc,
+                        amp_norm.normalize(agent_amp),
+                        z[:b],
+                        amp_norm.normalize(rep_amp) if rep_amp is not None else None,
+                        z_rep,
+                        amp_norm.normalize(demo_amp),
+                        z_demo,
+                        self.coeffs,
+                    )
+                    parts["disc"] = disc_loss
+                    e0 = enc(amp_norm.normalize(w0)).float()
+                    e1 = enc(amp_norm.normalize(w1)).float()
+                    parts["enc"], eparts = encoder_reg_loss(e0, e1, uniformity_weight=self.coeffs.enc_uniformity_weight)
+                    parts = {k_: v.float() for k_, v in parts.items()}
+                    total = calm_total_loss(parts, self.coeffs)
+                parts["total"] = total
+                parts = _inject(parts)
+                self.mp.step(total, self.opt, self.params, max_norm=p.grad_norm, clip=p.truncate_grads)
+                with torch.no_grad():
+                    losses = torch.stack([parts[k_].detach() for k_ in _LOSS_KEYS])
+                    nonfinite += ~torch.isfinite(losses)
+                    cf = clip_fraction(logp.detach(), old_logp, p.e_clip, m)
+                    row = torch.stack(
+                        [
+                            *losses,
+                            dparts["demo_acc"],
+                            dparts["agent_acc"],
+                            dparts["demo_logit"],
+                            dparts["agent_logit"],
+                            dparts["grad_penalty"],
+                            eparts["enc_align"],
+                            eparts["enc_uniform"],
+                            cf,
+                        ]
+                    ).float()
+                    stats += row
+                steps += 1
+        out = dict(zip(_STAT_KEYS, (stats / max(steps, 1)).unbind(0), strict=True))
+        out["_nonfinite"] = nonfinite
+        return out
+
+    def epoch_step(self) -> dict[str, float]:
+        """One epoch: rollout, reward, update, buffers. Returns the epoch's metrics (host floats)."""
+        t0 = time.perf_counter()
+        buf = self.rollout()
+        self._sync()
+        t1 = time.perf_counter()
+        buf["rewards"] = self.rewards(buf)
+        self.push_demo(self.cfg.calm.amp_batch_size)
+        stats = self.update(buf)
+        T, N = buf["logp"].shape
+        amp_flat = buf["amp"].reshape(T * N, self.k, self.F)
+        win_idx = buf["win_idx"].reshape(-1)
+        pool, pool_rec = buf["pool"], buf["pool_recipe"]
+        self.push_replay(amp_flat, pool_rec[win_idx], lambda rows: pool[win_idx[rows]])
+        rew = buf["rewards"]
+        nonfinite = stats.pop("_nonfinite")
+        host = torch.stack(
+            [
+                *stats.values(),
+                rew.mean(),
+                rew.std(),
+                buf["ep_len_sum"],
+                buf["ep_count"],
+                buf["fall_count"],
+                *nonfinite,
+            ]
+        ).tolist()
+        t2 = time.perf_counter()
+        keys = list(stats)
+        vals = dict(zip(keys, host[: len(keys)], strict=True))
+        rmean, rstd, len_sum, count, falls = host[len(keys) : len(keys) + 5]
+        bad = host[len(keys) + 5 :]
+        for name, flag in zip(_LOSS_KEYS, bad, strict=True):
+            if flag > 0:
+                return {"_nonfinite": name}  # type: ignore[dict-item]
+        self.epoch += 1
+        self.samples += T * N
+        epoch_time = t2 - t0
+        metrics = {
+            "losses/a_loss": vals["actor"],
+            "losses/c_loss": vals["critic"],
+            "losses/bounds_loss": vals["bounds"],
+            "losses/conditional_disc_loss": vals["disc"],
+            "losses/enc_reg_loss": vals["enc"],
+            "info/conditional_disc_demo_acc": vals["demo_acc"],
+            "info/conditional_disc_agent_acc": vals["agent_acc"],
+            "info/conditional_disc_demo_logit": vals["demo_logit"],
+            "info/conditional_disc_agent_logit": vals["agent_logit"],
+            "info/conditional_disc_grad_penalty": vals["grad_penalty"],
+            "info/conditional_disc_reward_mean": rmean,
+            "info/conditional_disc_reward_std": rstd,
+            "info/encoder_alignment": vals["enc_align"],
+            "info/encoder_uniformity": vals["enc_uniform"],
+            "info/clip_frac": vals["clip_frac"],
+            "info/epochs": float(self.epoch),
+            "info/fall_rate": falls / count if count > 0 else 0.0,
+            "info/episodes": count,
+            "episode_lengths/iter": len_sum / count if count > 0 else float(self.env.progress.float().mean()),
+            "performance/total_fps": T * N / epoch_time,
+            "performance/epoch_time": epoch_time,
+            "performance/play_time": t1 - t0,
+            "performance/update_time": t2 - t1,
+        }
+        self.history.append({"epoch": self.epoch, **metrics})
+        return metrics
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self, run_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        model, norms = self.policy.state_parts()
+        model["critic"] = {k: v.detach().cpu().clone() for k, v in self.critic.state_dict().items()}
+        model["disc"] = {k: v.detach().cpu().clone() for k, v in self.disc.state_dict().items()}
+        norms["value"] = {k: v.detach().cpu().clone() for k, v in self.value_norm.state_dict().items()}
+        d, r = self.demo, self.replay
+        return {
+            "format": LLC_FORMAT,
+            "kind": "train",
+            "config": self.cfg.to_dict(),
+            "run_config": dict(run_config or {}),
+            "motions": self.motions,
+            "epoch": self.epoch,
+            "samples": self.samples,
+            "model": model,
+            "normalizers": norms,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.mp.state_dict(),
+            "buffers": {
+                "demo": {"size": d.size, "head": d.head, "recipe": self.demo_recipe[: d.size].cpu().clone()},
+                "replay": {
+                    "size": r.size,
+                    "head": r.head,
+                    "amp": r.amp[: r.size].cpu().clone(),
+                    "recipe": self.replay_recipe[: r.size].cpu().clone(),
+                },
+            },
+            "latents": {
+                "z": self.z.cpu().clone(),
+                "recipe": self.env_recipe.cpu().clone(),
+                "deadline": self.deadline.cpu().clone(),
+                "need_reset": self.need_reset.cpu().clone(),
+            },
+            "env": _env_state(self.env),
+            "rng": _rng_state({"trainer": self.gen, "motion": self.ml_gen}),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "<checkpoint>") -> None:
+        dev = self.device
+        try:
+            self.policy.load_parts(state["model"], state["normalizers"])
+            self.critic.load_state_dict(state["model"]["critic"])
+            self.disc.load_state_dict(state["model"]["disc"])
+            self.value_norm.load_state_dict(state["normalizers"]["value"])
+        except (KeyError, RuntimeError) as exc:
+            raise UserError(f"{source}: cannot resume: the networks do not match this config ({exc})") from None
+        self.opt.load_state_dict(state["optimizer"])
+        self.mp.load_state_dict(state.get("scaler") or {})
+        self.epoch = int(state["epoch"])
+        self.samples = int(state["samples"])
+        self.history = list(state.get("history", []))
+        bufs = state["buffers"]
+        dd = bufs["demo"]
+        n = int(dd["size"])
+        rec = dd["recipe"].to(dev)
+        if n > self.demo.capacity:
+            raise UserError(f"{source}: the demo buffer holds {n} entries, more than calm.demo_buffer_size")
+        self.demo_recipe[:n] = rec
+        self.demo.amp[:n] = self.windows(rec[:, 0], rec[:, 2], self.k)
+        self.demo.enc[:n] = self.windows(rec[:, 0], rec[:, 1], self.K)
+        self.demo.size, self.demo.head = n, int(dd["head"]) % self.demo.capacity
+        rr = bufs["replay"]
+        n = min(int(rr["size"]), self.replay.capacity)
+        rec = rr["recipe"][:n].to(dev)
+        self.replay_recipe[:n] = rec
+        self.replay.amp[:n] = rr["amp"][:n].to(dev)
+        self.replay.enc[:n] = self.windows(rec[:, 0], rec[:, 1], self.K)
+        self.replay.size, self.replay.head = n, int(rr["head"]) % self.replay.capacity
+        lat = state["latents"]
+        same_envs = lat["z"].shape[0] == self.num_envs
+        if same_envs:
+            self.z = lat["z"].to(dev)
+            self.env_recipe = lat["recipe"].to(dev)
+            self.env_win = self.windows(self.env_recipe[:, 0], self.env_recipe[:, 1], self.K)
+            self.deadline = lat["deadline"].to(self.env_device)
+            self.need_reset = lat["need_reset"].to(self.env_device)
+            _load_env_state(self.env, state["env"])
+        else:  # a different env count: every episode restarts, every env draws a latent
+            self.env.reset()
+            self.need_reset = torch.ones(self.num_envs, dtype=torch.bool, device=self.env_device)
+        _load_rng_state(state["rng"], {"trainer": self.gen, "motion": self.ml_gen})
+
+
+def _inject(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Test hook: tests monkeypatch this to plant a NaN in a loss; the identity otherwise."""
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------------- entry
+
+
+def _parse_run_config(config: Mapping[str, Any]) -> tuple[LlcConfig, dict[str, Any]]:
+    if "llc" in config:
+        cfg = llc_config_from_dict(config.get("llc") or {}, source="the run's llc config")
+    else:  # a bare LlcConfig dict
+        cfg = llc_config_from_dict({k: v for k, v in config.items() if k in LlcConfig.model_fields}, "run config")
+    rc = dict(config)
+    rc.setdefault("motions", str(default_motions_path()))
+    rc.setdefault("engine", "auto")
+    rc.setdefault("device", "auto")
+    return cfg, rc
+
+
+def _prune(run_dir: Path, keep: int | None) -> None:
+    if not keep or keep < 1:
+        return
+    from anyskill_tui.core.jobs.checkpoints import list_checkpoints
+
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def train_llc(ctx) -> None:
+    """Train the CALM LLC through a ``TrainContext`` (see the module docstring); resumes from ``ctx.resume_from``."""
+    cfg, rc = _parse_run_config(ctx.config)
+    Path(ctx.run_dir).mkdir(parents=True, exist_ok=True)
+    trainer = LlcTrainer(
+        cfg,
+        rc["motions"],
+        engine=rc.get("engine") or "auto",
+        device=rc.get("device") or "auto",
+        threads=rc.get("threads"),
+    )
+    if ctx.resume_from is not None:
+        from anyskill_tui.core.jobs.checkpoints import load_checkpoint
+
+        state = load_checkpoint(ctx.resume_from, map_location="cpu")
+        if state.get("format") != LLC_FORMAT or state.get("kind") != "train":
+            raise UserError(f"{ctx.resume_from} is not an LLC training checkpoint; cannot resume from it")
+        trainer.load_state_dict(state, source=str(ctx.resume_from))
+        trainer.last_checkpoint = Path(ctx.resume_from)
+    total = cfg.ppo.max_epochs
+    save_every = cfg.ppo.save_frequency
+    budget = rc.get("time_budget_s")
+    keep = rc.get("keep_checkpoints")
+    start = time.monotonic()
+    epoch_times: list[float] = []
+
+    def save(metrics: Mapping[str, float] | None = None) -> None:
+        small = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+        trainer.last_checkpoint = ctx.save_checkpoint(trainer.epoch, trainer.state_dict(ctx.config), small)
+        _prune(Path(ctx.run_dir), keep)
+
+    metrics: dict[str, float] = {}
+    saved_at = trainer.epoch if ctx.resume_from is not None else -1
+    ctx.progress(trainer.epoch, total)
+    while trainer.epoch < total:
+        if ctx.should_stop():
+            break
+        if budget is not None and epoch_times:
+            est = max(epoch_times[-3:])
+            if time.monotonic() - start + est * 1.5 > float(budget):
+                break
+        t = time.monotonic()
+        out = trainer.epoch_step()
+        if "_nonfinite" in out:
+            last = trainer.last_checkpoint
+            raise UserError(
+                f"non-finite loss '{out['_nonfinite']}' at epoch {trainer.epoch + 1}; the last good checkpoint is "
+                + (str(last) if last is not None else "none (no checkpoint was written yet)")
+            )
+        epoch_times.append(time.monotonic() - t)
+        metrics = out
+        ctx.log_metrics(trainer.epoch, metrics)
+        ctx.progress(trainer.epoch, total)
+        ctx.heartbeat()
+        if trainer.epoch % save_every == 0:
+            save(metrics)
+            saved_at = trainer.epoch
+    if saved_at != trainer.epoch:
+        save(metrics)
