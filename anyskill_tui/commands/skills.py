@@ -249,3 +249,79 @@ def export(
     except OSError as exc:
         raise UserError(f"cannot write {dest} ({exc.strerror})") from None
     say(f"exported {len(items)} skill(s) to {dest}")
+
+
+def _store_checkpoint_metrics(lib: Library, ckpt_id: int, metrics: dict) -> None:
+    """Merge ``metrics`` into a Checkpoint row's metrics (``Library.update_checkpoint`` when the store has it)."""
+    update = getattr(lib, "update_checkpoint", None)
+    if update is not None:
+        update(ckpt_id, metrics=metrics)
+        return
+    import json
+
+    from anyskill_tui.store.models import Checkpoint
+
+    with lib._write() as s:  # the store has no public update for checkpoint rows yet
+        row = s.get(Checkpoint, ckpt_id)
+        if row is None:
+            raise UserError(f"no checkpoint row {ckpt_id}")
+        merged = {**row.metrics, **metrics}
+        row.metrics_json = json.dumps(merged, default=str)
+        s.add(row)
+
+
+@app.command("score")
+def score(
+    ctx: typer.Context,
+    skill: Annotated[str, typer.Argument(metavar="ID|TEXT", help="Skill id or prompt text.")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Checkpoint file (default: the skill's newest).")
+    ] = None,
+    envs: Annotated[int | None, typer.Option("--envs", min=1, help="Envs of the evaluation episode.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="auto | cpu | gpu.")] = None,
+    clip_weights: Annotated[Path | None, typer.Option("--clip-weights", help="Local CLIP weights file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-evaluate a skill checkpoint (one deterministic episode, mean CLIP similarity) and store the score."""
+    from anyskill_tui.commands._common import workspace
+    from anyskill_tui.commands.train import check_clip_weights
+    from anyskill_tui.core.learn.skill_train import score_checkpoint
+    from anyskill_tui.store.models import utcnow
+
+    ws = workspace(ctx)
+    weights = check_clip_weights(clip_weights)
+    with open_library(ctx) as lib:
+        sk = _get(lib, skill)
+        rows = [(r, c) for r in lib.list_runs(skill=sk.id, kind="skill") for c in lib.list_checkpoints(r.id)]
+        if checkpoint is not None:
+            target = str(Path(checkpoint).expanduser().resolve())
+            row = next((c for _, c in rows if str(Path(c.path).resolve()) == target), None)
+            path = target
+        else:
+            if not rows:
+                raise UserError(f"skill {sk.id} ({sk.text!r}) has no checkpoints yet; train it with `anyskill train`")
+            _, row = max(rows, key=lambda rc: (rc[1].created_at, rc[1].id))
+            path = row.path
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    ev = score_checkpoint(path, workspace=ws.root, num_envs=envs, engine=engine, clip_weights=weights)
+    data = {
+        "skill": sk.id,
+        "checkpoint": path,
+        "clip_score": ev["clip_score"],
+        "episode_length": ev["episode_length"],
+        "frames": ev["frames"],
+    }
+    if row is not None:
+        with open_library(ctx) as lib:
+            _store_checkpoint_metrics(
+                lib,
+                row.id,
+                {"clip_score": ev["clip_score"], "clip_similarity": ev["clip_score"], "scored_at": str(utcnow())},
+            )
+        data["checkpoint_id"] = row.id
+    if as_json:
+        print_json(data)
+    else:
+        stored = f" (stored on checkpoint {row.id})" if row is not None else " (not a library checkpoint: not stored)"
+        say(f"skill {sk.id} {sk.text!r}: clip_score {ev['clip_score']:.4f} over {ev['frames']} frames{stored}")

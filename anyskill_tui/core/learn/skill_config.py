@@ -1,0 +1,346 @@
+"""Typed configuration for skill (AnySkill HLC) training: ``configs/skill.yaml`` (spec §5).
+
+Load with :func:`load_skill_config`; every problem (YAML syntax, an unknown key, a wrong type, an out-of-range or
+inconsistent value) raises :class:`~anyskill_tui.core.learn.config.ConfigError` whose one-line message names the
+file and the dotted key. A run stores the resolved config (:meth:`SkillConfig.to_dict`), prompts and LLC path
+included, and the trainer rebuilds it from that dict.
+
+Deviations from the reference, all deliberate (spec §9):
+
+- no hard-coded env count: ``env.num_envs`` is free, and ``ppo.minibatch_size`` is capped to the batch;
+- each env is scored against its own prompt (spec §9.5);
+- no punish counter (spec §5.7, §9.4): falls are the only early termination, recovery is 300 LLC steps with
+  probability 0.2;
+- ``reward.disc_reward_w`` must be 0 (the LLC's plain discriminator is untrained in the reference, §9.9).
+
+This module imports neither torch nor anything heavy, so the CLI can read configs cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from anyskill_tui.core.learn.config import ConfigError, _format_errors, apply_overrides
+from anyskill_tui.paths import configs_dir
+
+__all__ = [
+    "ConfigError",
+    "SkillConfig",
+    "default_skill_config_path",
+    "default_motion_file",
+    "load_skill_config",
+    "skill_config_from_dict",
+    "ProxyConfig",
+    "load_proxy_config",
+    "proxy_config_from_dict",
+]
+
+Widths = tuple[Annotated[int, Field(ge=1)], ...]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraSection(_Section):
+    """The tracking camera (``anyskill_tui.core.sim.backend.CameraSpec``)."""
+
+    width: int = Field(224, ge=8)
+    height: int = Field(224, ge=8)
+    distance: float = Field(3.0, gt=0.0)
+    elevation_height: float = 1.2
+    lookat_height: float = 0.9
+    azimuth_deg: float = 20.0
+    fovy_deg: float = Field(45.0, gt=0.0, lt=180.0)
+
+
+class SkillEnvSection(_Section):
+    """The HLC environment (spec §5.7): 50-step episodes from the default state, termination 0.05 m."""
+
+    num_envs: int = Field(1024, ge=1)
+    engine: Literal["auto", "cpu", "gpu"] = "auto"
+    threads: int | None = Field(None, ge=1, description="cpu engine threads (null: all CPUs)")
+    episode_length: int = Field(50, ge=2, description="LLC steps")
+    state_init: Literal["default", "random", "start", "hybrid"] = "default"
+    hybrid_init_prob: float = Field(0.5, ge=0.0, le=1.0)
+    enable_early_termination: bool = True
+    termination_height: float = Field(0.05, ge=0.0, description="m; the head uses max(0.15, value)")
+    recovery_episode_prob: float = Field(0.2, ge=0.0, le=1.0)
+    recovery_steps: int = Field(300, ge=0)
+    fall_init_prob: float = Field(0.0, ge=0.0, le=1.0)
+    camera: CameraSection = CameraSection()
+
+
+class LlcSection(_Section):
+    """The frozen low-level controller."""
+
+    path: str | None = Field(None, description="LLC checkpoint (null: the CLI resolves one)")
+    steps: int = Field(5, ge=1, description="LLC steps per HLC decision (llc_steps)")
+
+
+class SkillNetworkSection(_Section):
+    """HLC networks (spec §5.2)."""
+
+    obs_dim: int = Field(223, ge=1)
+    action_dim: int = Field(64, ge=2)
+    actor_hidden: Widths = (1024, 512)
+    critic_hidden: Widths = (1024, 512)
+    log_std: float = Field(-2.3, description="fixed, not learned")
+
+
+class SkillPPOSection(_Section):
+    """PPO settings (spec §5.8)."""
+
+    horizon_length: int = Field(4, ge=1, description="HLC steps per env per epoch")
+    minibatch_size: int = Field(2048, ge=1, description="capped to horizon_length x num_envs")
+    mini_epochs: int = Field(6, ge=1)
+    learning_rate: float = Field(2e-5, gt=0.0)
+    adam_eps: float = Field(1e-8, gt=0.0)
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="per HLC step")
+    tau: float = Field(0.95, ge=0.0, le=1.0)
+    e_clip: float = Field(0.2, gt=0.0)
+    critic_coef: float = Field(5.0, ge=0.0)
+    bounds_loss_coef: float = Field(10.0, ge=0.0)
+    entropy_coef: float = Field(0.0, ge=0.0)
+    normalize_input: bool = True
+    normalize_value: bool = True
+    normalize_advantage: bool = True
+    mixed_precision: bool = Field(False, description="PPO update under fp16 autocast (CUDA only)")
+    grad_norm: float = Field(1.0, gt=0.0)
+    truncate_grads: bool = False
+    max_epochs: int = Field(500, ge=1)
+    save_frequency: int = Field(50, ge=1)
+
+
+class RewardSection(_Section):
+    """R = task_w·mean_t(clip_scale·cos(f_img, g_prompt)) + style_w·max_j (cos(â, e_j)+1)/2 (spec §5.1, §5.4)."""
+
+    mode: Literal["render", "proxy"] = "render"
+    render_every: Literal["llc_step", "decision"] = Field(
+        "llc_step", description="score frames every LLC step (spec) or only the last LLC step of each decision"
+    )
+    clip_scale: float = 0.8
+    task_reward_w: float = 0.5
+    disc_reward_w: float = 0.0
+    style_reward_w: float = 0.4
+    style_reference_size: int = Field(128, ge=1)
+    style_windows_per_clip: int = Field(3, ge=1)
+    proxy: str | None = Field(None, description="proxy checkpoint for mode proxy")
+
+    @model_validator(mode="after")
+    def _no_disc(self) -> RewardSection:
+        if self.disc_reward_w != 0.0:
+            raise ValueError("disc_reward_w: must be 0 (the reference's plain discriminator is untrained, spec §9.9)")
+        return self
+
+
+class ClipSection(_Section):
+    """Mirror of ``anyskill_tui.core.reward.clip.ClipConfig`` (kept torch-free here)."""
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    weights: str | None = None
+    batch_size: int = Field(256, ge=1)
+    autocast: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    raw_255_input: bool = False
+    cache_dir: str | None = None
+
+
+class PromptItem(_Section):
+    text: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0.0)
+
+
+class PromptSchedule(_Section):
+    """Each env draws a prompt by weight at start and every randint(min, max) LLC steps (spec §5.3)."""
+
+    resample_min: int = Field(32, ge=1)
+    resample_max: int = Field(96, ge=2, description="exclusive")
+
+    @model_validator(mode="after")
+    def _order(self) -> PromptSchedule:
+        if self.resample_min >= self.resample_max:
+            raise ValueError("resample_min: must be smaller than resample_max")
+        return self
+
+
+class EvalSection(_Section):
+    """The end-of-training evaluation: a deterministic rollout of ``num_envs`` envs for one episode."""
+
+    num_envs: int = Field(16, ge=1)
+    scorer: Literal["auto", "render", "proxy"] = Field(
+        "auto", description="auto: rendered CLIP when the reward renders, the proxy in proxy mode"
+    )
+
+
+class SkillConfig(_Section):
+    """The whole skill training config."""
+
+    seed: int = 0
+    prompts: tuple[PromptItem, ...] = ()
+    prompt_schedule: PromptSchedule = PromptSchedule()
+    motion_file: str | None = Field(None, description="style references (null: the shipped starter set)")
+    env: SkillEnvSection = SkillEnvSection()
+    llc: LlcSection = LlcSection()
+    network: SkillNetworkSection = SkillNetworkSection()
+    ppo: SkillPPOSection = SkillPPOSection()
+    reward: RewardSection = RewardSection()
+    clip: ClipSection = ClipSection()
+    eval: EvalSection = EvalSection()
+
+    @model_validator(mode="after")
+    def _check(self) -> SkillConfig:
+        if self.prompts and sum(p.weight for p in self.prompts) <= 0:
+            raise ValueError("prompts: at least one prompt needs a weight > 0")
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """HLC transitions per epoch: ``horizon_length × num_envs``."""
+        return self.ppo.horizon_length * self.env.num_envs
+
+    @property
+    def minibatch_size(self) -> int:
+        return min(self.ppo.minibatch_size, self.batch_size)
+
+    @property
+    def llc_steps_per_epoch(self) -> int:
+        return self.batch_size * self.llc.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) for a run's resolved config."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def default_skill_config_path() -> Path:
+    return configs_dir() / "skill.yaml"
+
+
+def default_motion_file() -> Path:
+    """The shipped starter motion set (style references when ``motion_file`` is null)."""
+    return configs_dir() / "motions" / "starter.yaml"
+
+
+#: keys a run's stored config may carry beside the SkillConfig sections (the runner's and the CLI's)
+_RUN_KEYS = ("trainer", "workspace", "skill_ids", "clip_weights_arg")
+
+
+def skill_config_from_dict(
+    data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
+) -> SkillConfig:
+    """Validate plain data (a YAML mapping or a run's stored config) into a :class:`SkillConfig`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    clean = {k: v for k, v in data.items() if k not in _RUN_KEYS}
+    try:
+        return SkillConfig.model_validate(apply_overrides(clean, overrides))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_skill_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SkillConfig:
+    """Read a skill config YAML (default: the shipped ``configs/skill.yaml``); missing keys take spec defaults."""
+    path = Path(path) if path is not None else default_skill_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    return skill_config_from_dict(data, source=str(path), overrides=overrides)
+
+
+# ------------------------------------------------------------------------------------------------ proxy
+
+
+class ProxyDataSection(_Section):
+    """Which states the proxy learns from (rendered with the skill camera, CLIP-encoded)."""
+
+    motion_states: int = Field(20_000, ge=0, description="MotionLib states at random clip times")
+    rollout_states: int = Field(20_000, ge=0, description="LLC rollout states with random latents")
+    capture_every: int = Field(5, ge=1, description="LLC steps between captured rollout states")
+    latent_steps_min: int = Field(10, ge=1, description="rollout latents are redrawn every randint(min, max) steps")
+    latent_steps_max: int = Field(150, ge=2)
+    holdout: float = Field(0.15, gt=0.0, lt=0.9, description="share of states held out for the report")
+
+
+class ProxyTrainSection(_Section):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    save_frequency: int = Field(50, ge=1)
+
+
+class ProxyConfig(_Section):
+    """``configs/proxy.yaml``: data collection, the MLP and its fit (anyskill_tui/core/reward/proxy_train.py)."""
+
+    seed: int = 0
+    engine: Literal["auto", "cpu", "gpu"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    num_envs: int = Field(256, ge=1, description="worlds rendered per batch")
+    motion_file: str | None = None
+    llc_path: str | None = Field(None, description="LLC for rollout states (null: motion states only)")
+    camera: CameraSection = CameraSection()
+    clip: ClipSection = ClipSection()
+    hidden: Widths = (512, 512)
+    data: ProxyDataSection = ProxyDataSection()
+    train: ProxyTrainSection = ProxyTrainSection()
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxyConfig:
+        if self.data.latent_steps_min >= self.data.latent_steps_max:
+            raise ValueError("data.latent_steps_min: must be smaller than data.latent_steps_max")
+        if self.data.motion_states + self.data.rollout_states < 10:
+            raise ValueError("data.motion_states: need at least 10 states in all (motion + rollout)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def default_proxy_config_path() -> Path:
+    return configs_dir() / "proxy.yaml"
+
+
+def proxy_config_from_dict(
+    data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
+) -> ProxyConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    clean = {k: v for k, v in data.items() if k not in _RUN_KEYS}
+    try:
+        return ProxyConfig.model_validate(apply_overrides(clean, overrides))
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_proxy_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ProxyConfig:
+    """Read a proxy config YAML (default: the shipped ``configs/proxy.yaml``)."""
+    path = Path(path) if path is not None else default_proxy_config_path()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: {getattr(err, 'problem', None) or 'invalid YAML'}") from None
+    return proxy_config_from_dict(data, source=str(path), overrides=overrides)
