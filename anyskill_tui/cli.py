@@ -17,8 +17,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from anyskill_tui.commands import motions, runs, skills
+from anyskill_tui.commands import llc, motions, runs, skills
+from anyskill_tui.commands import proxy as proxy_cmd
 from anyskill_tui.commands import queue as queue_cmd
+from anyskill_tui.commands import replay as replay_cmd
+from anyskill_tui.commands import train as train_cmd
 from anyskill_tui.commands._common import CliState, err_console, print_json, say, state
 from anyskill_tui.errors import UserError
 from anyskill_tui.workspace import HOME_ENV
@@ -52,8 +55,12 @@ app = typer.Typer(
 app.add_typer(motions.app, name="motions")
 app.add_typer(skills.app, name="skills")
 app.add_typer(runs.app, name="runs")
+app.add_typer(llc.app, name="llc")
 app.command("queue")(queue_cmd.queue)
 app.command("worker")(queue_cmd.worker)
+app.command("train")(train_cmd.train)
+app.add_typer(proxy_cmd.app, name="proxy")
+app.command("replay")(replay_cmd.replay)
 
 
 @app.callback(invoke_without_command=True)
