@@ -88,3 +88,23 @@ def test_kill_during_writes_never_leaves_a_bad_latest(tmp_path: Path) -> None:
         assert state["step"] == ck.step_of(latest) and state["w"].shape == (400_000,)
         last = state["step"]
     assert last > 0
+
+
+def test_latest_pointer_and_run_dirs_resolve_to_the_newest_checkpoint(tmp_path: Path) -> None:
+    from anyskill_tui.core.jobs.checkpoints import load_checkpoint, resolve_checkpoint_path, save_checkpoint
+    from anyskill_tui.errors import UserError
+
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True)
+    for step in (1, 2):
+        save_checkpoint(folder / f"ckpt_{step:08d}.pt", {"step": step})
+    newest = folder / "ckpt_00000002.pt"
+    assert resolve_checkpoint_path(folder / "latest") == newest
+    assert resolve_checkpoint_path(run_dir) == newest
+    assert resolve_checkpoint_path(folder) == newest
+    assert load_checkpoint(folder / "latest")["step"] == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="holds no complete checkpoint"):
+        resolve_checkpoint_path(empty)

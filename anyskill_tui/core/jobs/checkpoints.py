@@ -118,11 +118,31 @@ def is_complete(path: Path | str) -> bool:
         return False
 
 
+def resolve_checkpoint_path(path: Path | str) -> Path:
+    """The checkpoint file a user means by ``path``: the file itself, the file a ``latest`` pointer names,
+    or the newest complete checkpoint of a run dir or of its ``checkpoints/`` folder.
+    Raises UserError when a folder holds no complete checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        run_dir = p.parent if p.name == "checkpoints" else p
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise UserError(f"{p} holds no complete checkpoint")
+        return found
+    if p.name == LATEST_POINTER and p.is_file() and not is_complete(p):
+        name = p.read_text().strip()
+        if not name or "/" in name:
+            raise UserError(f"checkpoint pointer {p} is empty or malformed; pass a ckpt_*.pt file instead")
+        return p.parent / name
+    return p
+
+
 def load_checkpoint(path: Path | str, map_location: str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`. Raises UserError naming the file."""
+    """Load a checkpoint written by :func:`save_checkpoint` (or the one a run dir or `latest` pointer names).
+    Raises UserError naming the file."""
     import torch
 
-    p = Path(path)
+    p = resolve_checkpoint_path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {p} does not exist")
     try:

@@ -37,7 +37,7 @@ from anyskill_tui.errors import UserError
 if TYPE_CHECKING:  # pragma: no cover
     from anyskill_tui.store.library import Library
 
-_MAX_REASON = 400
+_MAX_REASON = 600
 
 
 def _log(msg: str) -> None:

@@ -190,7 +190,7 @@ def _root_cause(exc: BaseException) -> str:
             break
         seen.append(nxt)
     root = seen[-1]
-    return f"{type(root).__name__}: {_one_line(root, 200)}"
+    return f"{type(root).__name__}: {_one_line(root, 80)}"
 
 
 def _cached_tag_file(tag_cfg: Mapping[str, Any], cache_dir: str | None) -> str | None:
