@@ -50,6 +50,12 @@ def run_viewer(policy: Any, opts: Any, loops: int | None = None) -> None:  # pra
         nq = data.qpos.shape[0]
         done = 0
         with mujoco.viewer.launch_passive(model, data) as v:
+            # follow the pelvis from the replay camera's distance, a little from the side and above
+            v.cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            v.cam.trackbodyid = 1
+            v.cam.distance = 3.5
+            v.cam.elevation = -12.0
+            v.cam.azimuth = 160.0
             while v.is_running() and (loops is None or done < loops):
                 start = time.perf_counter()
                 for fr in ro.frames(render=False):
