@@ -42,6 +42,7 @@ class AnySkillCommands(Provider):
             ("add skill", partial(app.run_screen_action, "add"), "Add a prompt to the library"),
             ("import texts.yaml", partial(app.run_screen_action, "import_texts"), "Import a prompt file"),
             ("train: new prompts", app.action_train, "Open the Train dialog"),
+            ("train: LLC (low-level controller)", app.action_train_llc, "Train the CALM LLC on a motion dataset"),
             ("help: key bindings", app.action_help, "Every key of every screen"),
             ("quit", app.action_quit, "Leave anyskill"),
         ]
@@ -76,6 +77,7 @@ class AnySkillCommands(Provider):
         if words.lstrip("#").isdigit():
             rid = int(words.lstrip("#"))
             yield Hit(1.0, f"open run #{rid}", partial(app.open_run, rid), help="The run's charts, log and config")
+            yield Hit(0.9, f"replay run #{rid}", partial(app.replay_run, rid), help="Its latest checkpoint, rolled out")
 
 
 class AnySkillApp(App[None]):
@@ -86,6 +88,8 @@ class AnySkillApp(App[None]):
         image_class: the textual-image widget class for frames (default: auto-picked at import).
         now: the clock used for elapsed times (tests pass a fixed one).
         poll_s: refresh period of the live screens.
+        replay_seconds: length of a checkpoint's replay rollout (Replay screen).
+        replay_px: pixel size (square) replay frames are rendered at.
     """
 
     TITLE = "anyskill"
@@ -108,6 +112,8 @@ class AnySkillApp(App[None]):
         image_class: type | None = None,
         now: Callable[[], datetime] | None = None,
         poll_s: float = 1.0,
+        replay_seconds: float = 4.0,
+        replay_px: int = 160,
     ) -> None:
         super().__init__()
         if isinstance(workspace, Workspace):
@@ -117,6 +123,8 @@ class AnySkillApp(App[None]):
         self.image_class = image_class
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.poll_s = poll_s
+        self.replay_seconds = replay_seconds
+        self.replay_px = replay_px
         self._lib: Library | None = None
         self._lib_lock = threading.Lock()
         self.sub_title = str(self.workspace.root)
@@ -199,6 +207,12 @@ class AnySkillApp(App[None]):
 
         self.push_screen(TrainDialog(prompts or []))
 
+    def action_train_llc(self, motions: str | Path = "") -> None:
+        """The Train dialog in LLC mode (on ``motions``: a dataset; empty: the starter set)."""
+        from anyskill_tui.screens.train import TrainDialog
+
+        self.push_screen(TrainDialog(mode="llc", motions=motions))
+
     def run_screen_action(self, action: str) -> None:
         """Run a Library-screen action (palette), going to the Library first."""
         from anyskill_tui.screens.library import LibraryScreen
@@ -223,6 +237,12 @@ class AnySkillApp(App[None]):
         from anyskill_tui.screens.replay import ReplayScreen
 
         self.push_screen(ReplayScreen(source, title=title))
+
+    def replay_run(self, run_id: int) -> None:
+        """Replay a run's latest checkpoint (a rollout rendered in a worker), or say there is none."""
+        from anyskill_tui.screens.replay import replay_run
+
+        replay_run(self, run_id)
 
     def replay_skill(self, skill_id: int) -> None:
         """Replay a skill's best checkpoint, or say there is none."""

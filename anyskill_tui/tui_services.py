@@ -474,33 +474,130 @@ class LogTail:
 
 ENGINES = ("cpu", "gpu", "isaacgym")
 REWARDS = ("render", "proxy")
+#: what the Train dialog queues: skill policies for prompts, or the CALM low-level controller on motions
+TRAIN_MODES = ("skill", "llc")
+#: LLC run-config keys an override may set besides the llc config's own (``threads=1``, ``time_budget_s=600``)
+LLC_RUN_KEYS = ("device", "threads", "time_budget_s", "keep_checkpoints")
 
 
 @dataclass
 class TrainRequest:
-    """The Train dialog's form, validated."""
+    """The Train dialog's form, validated.
+
+    ``mode`` "skill": one run of kind ``skill`` per prompt, its config resolved from ``configs/skill.yaml`` (as
+    ``anyskill train`` does); "llc": one run of kind ``llc`` on the ``motions`` dataset, its config resolved from
+    ``configs/llc.yaml`` (as ``anyskill llc train`` does). ``overrides``: dotted ``key=value`` settings applied
+    after the form's fields (they win).
+    """
 
     prompts: list[str]
     engine: str = "cpu"
     envs: int = 16
     llc_checkpoint: str = ""
-    reward: str = "proxy"
+    reward: str = "render"
     epochs: int = 100
     toy: bool = False
+    mode: str = "skill"
+    motions: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: the resolved config (``config()``) of every run, filled by :func:`parse_train_form`
+    resolved: list[dict[str, Any]] = field(default_factory=list)
 
-    def config(self, prompt: str) -> dict[str, Any]:
-        """The resolved config of one prompt's run."""
+    @property
+    def kind(self) -> str:
+        return "llc" if self.mode == "llc" else "skill"
+
+    def config(self, prompt: str | None = None) -> dict[str, Any]:
+        """The resolved config of one run (``prompt``: the skill run's prompt; ignored for an LLC run).
+
+        Raises :class:`FormError` when the config does not validate."""
+        if self.toy:  # the test-only toy trainer (core.jobs.trainers.train_toy): epochs -> steps
+            return {
+                "prompt": prompt,
+                "engine": self.engine,
+                "num_envs": self.envs,
+                "epochs": self.epochs,
+                "trainer": "toy",
+                "steps": self.epochs,
+                "step_s": 0.05,
+                "ckpt_every": 10,
+                **self.overrides,
+            }
+        if self.mode == "llc":
+            return self._llc_config()
+        if self.engine == "isaacgym":
+            return self._isaacgym_config(prompt)
+        return self._skill_config(prompt)
+
+    def _llc_config(self) -> dict[str, Any]:
+        from anyskill_tui.core.learn.config import load_llc_config
+
+        run_keys = {k: v for k, v in self.overrides.items() if k in LLC_RUN_KEYS}
+        sets = {"env.num_envs": self.envs, "ppo.max_epochs": self.epochs}
+        sets.update({k: v for k, v in self.overrides.items() if k not in LLC_RUN_KEYS})
+        try:
+            cfg = load_llc_config(None, overrides=sets)
+        except UserError as exc:
+            raise FormError("overrides", f"LLC config: {exc.message}") from None
+        return llc_run_config(cfg.to_dict(), self.motions, self.engine, **run_keys)
+
+    def _skill_config(self, prompt: str | None) -> dict[str, Any]:
+        from anyskill_tui.core.learn.skill_config import load_skill_config, skill_config_from_dict
+
+        sets: dict[str, Any] = {
+            "env.num_envs": self.envs,
+            "env.engine": self.engine,
+            "ppo.max_epochs": self.epochs,
+            "reward.mode": self.reward,
+        }
+        if self.llc_checkpoint:
+            sets["llc.path"] = self.llc_checkpoint
+        sets.update(self.overrides)
+        try:
+            cfg = load_skill_config(None, overrides=sets)
+            data = cfg.to_dict()
+            if prompt is not None:
+                data["prompts"] = [{"text": prompt, "weight": 1.0}]
+                skill_config_from_dict(data, source="the resolved config")
+        except UserError as exc:
+            raise FormError("overrides", f"skill config: {exc.message}") from None
+        if cfg.reward.mode == "proxy" and not cfg.reward.proxy:
+            raise FormError(
+                "reward", "reward proxy needs a proxy checkpoint: add reward.proxy=PATH to the overrides, or use render"
+            )
+        return data
+
+    def _isaacgym_config(self, prompt: str | None) -> dict[str, Any]:
         cfg: dict[str, Any] = {
-            "prompt": prompt,
-            "engine": self.engine,
             "num_envs": self.envs,
+            "max_iterations": self.epochs,
             "llc_checkpoint": self.llc_checkpoint or None,
             "reward": self.reward,
-            "epochs": self.epochs,
+            "texts": [{"text": prompt, "weight": 1.0}] if prompt else [],
         }
-        if self.toy:  # the test-only toy trainer (core.jobs.trainers.train_toy): epochs -> steps
-            cfg.update(trainer="toy", steps=self.epochs, step_s=0.05, ckpt_every=10)
+        cfg.update(self.overrides)
+        missing = [k for k in ("anyskill_repo", "motion_file") if not cfg.get(k)]
+        if missing:
+            raise FormError(
+                "overrides", f"isaacgym runs need {' and '.join(f'{k}=PATH' for k in missing)} in the overrides"
+            )
         return cfg
+
+
+def llc_run_config(llc: dict[str, Any], motions: str | Path, engine: str, **run_keys: Any) -> dict[str, Any]:
+    """An LLC run's config, the shape ``core.learn.llc_train.run_config`` builds (without importing torch:
+    the dialog validates on every key press; ``tests/test_tui_app.py`` checks the two agree)."""
+    rc: dict[str, Any] = {
+        "llc": llc,
+        "motions": str(Path(motions).expanduser().absolute()),
+        "engine": engine,
+        "device": "auto",
+        "threads": None,
+        "time_budget_s": None,
+        "keep_checkpoints": None,
+    }
+    rc.update(run_keys)
+    return rc
 
 
 class FormError(UserError):
@@ -509,6 +606,61 @@ class FormError(UserError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message)
         self.field = field_name
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``key=value`` lines (dotted keys; values read as YAML: ``1e-4``, ``true``, ``[16, 16]``); blank lines and
+    ``#`` comments are skipped. Raises :class:`FormError` (field ``overrides``) naming the bad line."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, raw = line.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part or " " in part for part in key.split(".")):
+            raise FormError("overrides", f"overrides line {i}: expected key=value, e.g. ppo.learning_rate=1e-4")
+        try:
+            out[key] = yaml.safe_load(raw.strip()) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw.strip()
+    return out
+
+
+def _whole(name: str, text: str) -> int:
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise FormError(name, f"{name} must be a whole number > 0, got {text.strip()!r}") from None
+    if n <= 0:
+        raise FormError(name, f"{name} must be > 0, got {n}")
+    return n
+
+
+def _motions_path(text: str, base: Path | None) -> Path:
+    from anyskill_tui.core.motion.dataset import read_dataset_entries
+
+    raw = text.strip()
+    if not raw:
+        starter = shipped_starter()
+        if starter is None:
+            raise FormError("motions", "give a motion dataset (motions.yaml or a .npy clip)")
+        return starter
+    p = Path(raw).expanduser()
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    if not p.exists():
+        raise FormError("motions", f"motion dataset {raw}: no such file (give a motions.yaml or a .npy clip)")
+    if p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            read_dataset_entries(p)
+        except (ValueError, OSError) as exc:
+            raise FormError("motions", " ".join(str(exc).split())) from None
+    elif p.suffix.lower() != ".npy":
+        raise FormError("motions", f"motion dataset {raw}: give a motions.yaml or a .npy clip")
+    return p
 
 
 def parse_train_form(
@@ -521,49 +673,62 @@ def parse_train_form(
     *,
     base: Path | None = None,
     toy: bool = False,
+    mode: str = "skill",
+    motions: str = "",
+    overrides: str = "",
 ) -> TrainRequest:
-    """Validate the Train dialog's fields (raises :class:`FormError` naming the field)."""
+    """Validate the Train dialog's fields and resolve every run's config (raises :class:`FormError` naming the
+    field)."""
     from anyskill_tui.store.prompts import check_text
 
+    if mode not in TRAIN_MODES:
+        raise FormError("mode", f"train must be one of {', '.join(TRAIN_MODES)}")
     prompts: list[str] = []
-    for i, line in enumerate(prompts_text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            p = check_text(line)
-        except UserError as exc:
-            raise FormError("prompts", f"prompt line {i}: {exc.message}") from None
-        if p.lower() not in (q.lower() for q in prompts):
-            prompts.append(p)
-    if not prompts:
-        raise FormError("prompts", "give at least one prompt (one per line), e.g. 'jump forward'")
+    if mode == "skill":
+        for i, line in enumerate(prompts_text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                p = check_text(line)
+            except UserError as exc:
+                raise FormError("prompts", f"prompt line {i}: {exc.message}") from None
+            if p.lower() not in (q.lower() for q in prompts):
+                prompts.append(p)
+        if not prompts:
+            raise FormError("prompts", "give at least one prompt (one per line), e.g. 'jump forward'")
     if engine not in ENGINES:
         raise FormError("engine", f"engine must be one of {', '.join(ENGINES)}")
-    try:
-        n_envs = int(envs.strip())
-    except ValueError:
-        raise FormError("envs", f"envs must be a whole number > 0, got {envs.strip()!r}") from None
-    if n_envs <= 0:
-        raise FormError("envs", f"envs must be > 0, got {n_envs}")
-    try:
-        n_epochs = int(epochs.strip())
-    except ValueError:
-        raise FormError("epochs", f"epochs must be a whole number > 0, got {epochs.strip()!r}") from None
-    if n_epochs <= 0:
-        raise FormError("epochs", f"epochs must be > 0, got {n_epochs}")
+    if mode == "llc" and engine == "isaacgym" and not toy:
+        raise FormError("engine", "LLC runs from here train on cpu or gpu (isaacgym: `anyskill queue`)")
+    n_envs = _whole("envs", envs)
+    n_epochs = _whole("epochs", epochs)
     if reward not in REWARDS:
         raise FormError("reward", f"reward must be one of {', '.join(REWARDS)}")
     llc = llc_checkpoint.strip()
-    if llc:
+    if llc and mode == "skill":
         p = Path(llc).expanduser()
         if not p.is_absolute() and base is not None:
             p = base / p
         if not p.exists():
             raise FormError("llc", f"LLC checkpoint {llc}: no such file (give the path of an LLC .pt, or leave empty)")
         llc = str(p)
-    elif not toy and engine != "isaacgym":
-        pass  # the trainer uses the workspace's default LLC; it reports a missing one itself
-    return TrainRequest(prompts, engine, n_envs, llc, reward, n_epochs, toy=toy)
+    else:
+        llc = ""  # the skill trainer takes the workspace's default LLC (it reports a missing one itself)
+    motions_path = str(_motions_path(motions, base)) if mode == "llc" else ""
+    req = TrainRequest(
+        prompts,
+        engine,
+        n_envs,
+        llc,
+        reward,
+        n_epochs,
+        toy=toy,
+        mode=mode,
+        motions=motions_path,
+        overrides=parse_overrides(overrides),
+    )
+    req.resolved = [req.config(p) for p in prompts] if mode == "skill" else [req.config()]
+    return req
 
 
 def to_yaml(data: Any) -> str:
@@ -572,23 +737,66 @@ def to_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
 
 
+def short_paths(text: str, workspace_root: Path | None = None) -> str:
+    """``text`` with the package's configs folder shown as ``<configs>`` and the workspace as ``<workspace>``
+    (the dialog's preview: shorter, and the same on every machine)."""
+    from anyskill_tui.paths import configs_dir
+
+    for path, name in ((configs_dir(), "<configs>"), (workspace_root, "<workspace>")):
+        if path is not None:
+            text = text.replace(str(Path(path).absolute()), name)
+    return text
+
+
 def toy_trainer_enabled() -> bool:
     return os.environ.get("ANYSKILL_ENABLE_TOY_TRAINER", "") not in ("", "0", "false", "no")
 
 
 def queue_training(workspace: Workspace, lib: Library, req: TrainRequest, *, start: bool = True) -> list[Run]:
-    """Find or add each prompt's skill, enqueue a skill run for it and (``start``) launch it detached."""
+    """Enqueue the request's runs (``core.jobs.queue.enqueue``) and (``start``) launch them detached.
+
+    skill: finds or adds each prompt's skill and queues one ``skill`` run per prompt, its LLC resolved as
+    ``anyskill train`` does (``llc.path``, the shipped default, else the newest finished LLC run); llc: one
+    ``llc`` run on the dataset. The run dir gets the resolved ``config.yaml``.
+    """
     j = jobs()
     runs: list[Run] = []
-    for prompt in req.prompts:
-        skill = lib.find_skill(prompt) or lib.add_skill(prompt)
-        cfg = req.config(skill.text)
-        run = j.queue.enqueue(lib, "skill", req.engine, skill=skill.id, config=cfg)
-        runs.append(run)
+    if req.mode == "llc":
+        runs.append(j.queue.enqueue(lib, "llc", req.engine, config=req.config()))
+    else:
+        for prompt in req.prompts:
+            skill = lib.find_skill(prompt) or lib.add_skill(prompt)
+            cfg = req.config(skill.text)
+            if not req.toy and req.engine != "isaacgym":
+                cfg = _finish_skill_config(cfg, skill, lib, workspace)
+            runs.append(j.queue.enqueue(lib, "skill", req.engine, skill=skill.id, config=cfg))
+    for run in runs:
+        if not req.toy:
+            try:
+                d = j.launcher.resolve_run_dir(workspace, run)
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "config.yaml").write_text(to_yaml(run.config))
+            except OSError:
+                pass  # the runner reports an unwritable run dir itself
     if start:
         for run in runs:
             j.launcher.start_run(workspace, run.id)
     return runs
+
+
+def _finish_skill_config(cfg: dict[str, Any], skill: Skill, lib: Library, workspace: Workspace) -> dict[str, Any]:
+    """What ``anyskill train`` adds to a skill run's config: the LLC path, the engine, the skill's weight and id."""
+    from anyskill_tui.commands.train import resolve_engine, resolve_llc
+
+    cfg = dict(cfg)
+    llc = dict(cfg.get("llc") or {})
+    llc["path"] = str(resolve_llc(None, llc.get("path"), lib, workspace.root))
+    cfg["llc"] = llc
+    cfg["env"] = {**(cfg.get("env") or {}), "engine": resolve_engine((cfg.get("env") or {}).get("engine") or "auto")}
+    cfg["prompts"] = [{"text": skill.text, "weight": float(skill.weight)}]
+    cfg["skill_ids"] = [skill.id]
+    cfg["workspace"] = str(workspace.root)
+    return cfg
 
 
 def stop_run(workspace: Workspace, run_id: int, grace_s: float = 5.0) -> None:
@@ -825,6 +1033,31 @@ def open_viewer(clip_path: Path) -> int:
         raise UserError("no display (DISPLAY is not set): use export video instead")
     proc = subprocess.Popen(
         [sys.executable, "-m", "anyskill_tui.tui_services", "view", str(clip_path)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )
+    return proc.pid
+
+
+def open_checkpoint_viewer(workspace_root: Path, checkpoint: Path, seconds: float = 4.0) -> int:
+    """Start ``anyskill replay CKPT --window`` detached (``core.replay.viewer.run_viewer``); returns its pid.
+    Call ``core.replay.viewer.require_display()`` first: without a display the child would only print that."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "anyskill_tui",
+            "--workspace",
+            str(workspace_root),
+            "replay",
+            str(checkpoint),
+            "--window",
+            "--seconds",
+            f"{seconds:g}",
+        ],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

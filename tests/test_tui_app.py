@@ -1,5 +1,6 @@
 """Pilot tests of the TUI flows (headless ``App.run_test``): skills add/filter/edit/delete, import with a bad
-entry, a toy training run queued, charted and stopped, a replay stepped frame by frame."""
+entry, a real tiny CPU LLC run queued from the Train dialog, charted and stopped, a checkpoint's replay (a real
+rollout) stepped frame by frame, the viewer's no-display message."""
 
 from __future__ import annotations
 
@@ -169,52 +170,192 @@ def test_import_with_bad_entry_imports_nothing(ws) -> None:
     run(go)
 
 
-def test_toy_run_queued_charted_and_stopped(ws, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("anyskill_tui.core.jobs.launcher")
-    monkeypatch.setenv("ANYSKILL_ENABLE_TOY_TRAINER", "1")
+#: a tiny CPU LLC (as in tests/test_llc_cli.py), typed into the Train dialog's advanced overrides
+TINY_LLC = """\
+# tiny nets and buffers: a few seconds of startup, epochs of a fraction of a second
+network.actor_hidden=[16]
+network.critic_hidden=[16]
+network.encoder_hidden=[16]
+network.disc_hidden=[16]
+network.style_hidden=[8]
+network.style_dim=8
+network.latent_dim=8
+ppo.horizon_length=8
+ppo.minibatch_size=32
+ppo.mini_epochs=1
+ppo.save_frequency=1000
+calm.demo_buffer_size=128
+calm.replay_buffer_size=128
+calm.amp_batch_size=32
+calm.amp_minibatch_size=16
+threads=1
+"""
+
+DISC_TAG = "info/conditional_disc_reward_mean"
+
+
+def two_clip_dataset(path: Path) -> Path:
+    import yaml
+
+    from anyskill_tui.paths import configs_dir
+
+    star = configs_dir() / "motions" / "starter"
+    clips = [{"file": str(star / f"{n}.npy"), "weight": 1} for n in ("stand_idle", "squat")]
+    path.write_text(yaml.safe_dump({"motions": clips}))
+    return path
+
+
+def test_llc_run_queued_charted_and_stopped(ws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Train dialog queues a REAL tiny CPU LLC run (detached, through the launcher); the Runs screen shows it
+    running with progress, the Run screen charts the discriminator reward as it grows; stopped from the Runs
+    screen it ends ``stopped`` with a final checkpoint on disk."""
+    from anyskill_tui.core.learn.llc_train import EPOCH_TAGS
+
+    assert DISC_TAG in EPOCH_TAGS
+    monkeypatch.setenv("ANYSKILL_HEARTBEAT_S", "0.3")
+    motions = two_clip_dataset(tmp_path / "two.yaml")
 
     async def go() -> None:
         app = make_app(ws)
         async with app.run_test(size=(100, 30)) as pilot:
             await until(pilot, lambda: getattr(app.screen, "ready", False))
-            await pilot.press("t")  # train the selected skill (jump forward)
+            await pilot.press("t")  # the Train dialog on the selected skill (skill mode)
             await until(pilot, lambda: type(app.screen).__name__ == "TrainDialog")
             dlg = app.screen
+            err, preview = dlg.query_one("#train-error"), dlg.query_one("#train-preview")
             assert dlg.query_one("#prompts").text == "jump forward"
+            assert "text: jump forward" in str(preview.render())  # the resolved skill config
             dlg.query_one("#envs").value = "0"
-            await until(pilot, lambda: "envs must be > 0" in str(dlg.query_one("#train-error").render()))
+            await until(pilot, lambda: "envs must be > 0" in str(err.render()), what="envs error")
+
+            dlg.query_one("#mode").value = "llc"  # switch to the LLC
+            await until(pilot, lambda: "low-level controller" in str(dlg.query_one("#train-title").render()))
+            assert not dlg.query_one("#prompts").parent.display and dlg.query_one("#motions").parent.display
             dlg.query_one("#envs").value = "4"
-            dlg.query_one("#epochs").value = "2000"
-            dlg.query_one("#toy").value = True
-            await until(pilot, lambda: "trainer: toy" in str(dlg.query_one("#train-preview").render()))
+            dlg.query_one("#epochs").value = "1000"  # runs until it is stopped
+            dlg.query_one("#motions").value = "nope.yaml"
+            await until(pilot, lambda: "nope.yaml: no such file" in str(err.render()), what="motions error")
+            dlg.query_one("#motions").value = str(motions)
+            dlg.query_one("#overrides").text = "ppo.minibatch_size=4096"
+            await until(pilot, lambda: "exceeds horizon_length x num_envs" in str(err.render()), what="cfg error")
+            dlg.query_one("#overrides").text = "network.actor_hidden [16]"
+            await until(pilot, lambda: "overrides line 1: expected key=value" in str(err.render()))
+            dlg.query_one("#overrides").text = TINY_LLC
+            await until(pilot, lambda: not err.has_class("shown"), what="a valid form")
+            shown = str(preview.render())
+            assert "num_envs: 4" in shown and "max_epochs: 1000" in shown and "threads: 1" in shown
             await pilot.press("ctrl+s")
-            await until(pilot, lambda: type(app.screen).__name__ == "LibraryScreen", what="dialog closed")
+            await until(pilot, lambda: type(app.screen).__name__ == "LibraryScreen", timeout=20, what="dialog closed")
             with Library(ws.db_path) as lib:
                 (r,) = lib.list_runs()
-            assert r.config["trainer"] == "toy" and r.config["num_envs"] == 4
+            assert r.kind == "llc" and r.engine == "cpu" and r.skill_id is None
+            llc = r.config["llc"]
+            assert llc["env"]["num_envs"] == 4 and llc["ppo"]["max_epochs"] == 1000
+            assert llc["network"]["actor_hidden"] == [16] and r.config["threads"] == 1
+            from anyskill_tui.core.learn.llc_train import run_config
+
+            want = run_config(llc, motions, engine="cpu", threads=1)  # the dialog's config = the CLI's
+            assert r.config == want
 
             await pilot.press("ctrl+r")
             await until(pilot, lambda: type(app.screen).__name__ == "RunsScreen")
             runs = app.screen
             await until(pilot, lambda: runs.rows.get(str(r.id)) is not None, what="run row")
-            await until(pilot, lambda: runs.rows[str(r.id)].status == "running", timeout=30, what="running")
-            await until(pilot, lambda: (runs.rows[str(r.id)].progress or 0) > 0, timeout=30, what="progress")
+            assert runs.rows[str(r.id)].kind == "llc"
+            await until(pilot, lambda: runs.rows[str(r.id)].status == "running", timeout=20, what="running")
 
             await pilot.press("enter")
             await until(pilot, lambda: type(app.screen).__name__ == "RunScreen")
             scr = app.screen
-            await until(pilot, lambda: scr.chart_points.get("loss", 0) > 0, timeout=30, what="loss chart")
-            first = scr.chart_points["loss"]
-            await until(pilot, lambda: scr.chart_points["loss"] > first, timeout=30, what="chart to grow")
-            assert "loss" in scr.selected
+            await until(pilot, lambda: scr.chart_points.get(DISC_TAG, 0) > 0, timeout=40, what="disc-reward chart")
+            first = scr.chart_points[DISC_TAG]
+            await until(pilot, lambda: scr.chart_points[DISC_TAG] > first, timeout=20, what="chart to grow")
+            assert DISC_TAG in scr.selected
+            await until(pilot, lambda: (scr.row.progress or 0) > 0, timeout=10, what="progress")
 
+            await pilot.press("escape")  # back to Runs: stop it there
+            await until(pilot, lambda: app.screen is runs)
             await pilot.press("x")
             await until(pilot, lambda: type(app.screen).__name__ == "ConfirmModal")
             await pilot.press("y")
-            await until(pilot, lambda: scr.row is not None and scr.row.status == "stopped", timeout=30, what="stop")
+            await until(pilot, lambda: runs.rows[str(r.id)].status == "stopped", timeout=30, what="stopped")
         with Library(ws.db_path) as lib:
             assert lib.get_run(r.id).status == "stopped"
-            assert lib.list_checkpoints(r.id)
+            ckpts = lib.list_checkpoints(r.id)
+        assert ckpts and ckpts[-1].step >= 2
+        assert (ws.root / ckpts[-1].path).is_file()
+
+    run(go)
+
+
+def test_motions_screen_opens_the_llc_dialog_on_its_dataset(ws) -> None:
+    async def go() -> None:
+        app = make_app(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: getattr(app.screen, "ready", False))
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: type(app.screen).__name__ == "MotionsScreen")
+            await until(pilot, lambda: len(app.screen.clips) >= 10, what="starter clips")
+            await pilot.press("t")
+            await until(pilot, lambda: type(app.screen).__name__ == "TrainDialog")
+            dlg = app.screen
+            assert dlg.mode == "llc" and dlg.query_one("#motions").value.endswith("starter.yaml")
+            preview = dlg.query_one("#train-preview")
+            await until(pilot, lambda: "motions: <configs>/motions/starter.yaml" in str(preview.render()))
+            assert dlg.query_one("#envs").value == "1024"  # configs/llc.yaml's
+
+    run(go)
+
+
+def test_replay_of_an_llc_checkpoint_from_runs(ws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs -> r replays a run's checkpoint (a tiny random LLC) through core.replay.frame_source: real rollout
+    frames, small; stepping changes the frame and the image; w shows the viewer's no-display message, and with a
+    display starts the viewer."""
+    from anyskill_tui.core.learn.llc_policy import random_llc_policy, save_llc_policy
+    from anyskill_tui.core.replay.viewer import NO_DISPLAY_MESSAGE
+
+    with Library(ws.db_path) as lib:
+        r = lib.create_run("llc", "cpu", config={})
+        lib.update_run(r.id, status="stopped", run_dir=f"runs/{r.id}")
+        ck = ws.root / "runs" / str(r.id) / "checkpoints" / "ckpt_00000003.pt"
+        ck.parent.mkdir(parents=True)
+        save_llc_policy(ck, random_llc_policy(seed=0, hidden=(32, 32)))
+        lib.add_checkpoint(r.id, str(ck.relative_to(ws.root)), 3, {})
+
+    async def go() -> None:
+        app = make_app(ws, replay_seconds=0.5, replay_px=64)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: getattr(app.screen, "ready", False))
+            await pilot.press("ctrl+r")
+            await until(pilot, lambda: type(app.screen).__name__ == "RunsScreen" and app.screen.ready)
+            await pilot.press("r")
+            await until(pilot, lambda: type(app.screen).__name__ == "ReplayScreen", timeout=20)
+            scr = app.screen
+            await until(pilot, lambda: len(scr.frames) == 15, timeout=40, what="rollout frames")
+            assert scr.frames[0].size == (64, 64)
+            assert "ckpt_00000003.pt" in str(scr.query_one("#replay-title").render())
+            if scr.playing:
+                await pilot.press("space")
+            assert not scr.playing
+            img = scr.query_one("#replay-image")
+            i0, a0 = scr.index, np.asarray(img.image).copy()
+            await pilot.press("right")
+            assert scr.index == (i0 + 1) % 15
+            assert not np.array_equal(np.asarray(img.image), a0)  # a new frame
+            await pilot.press("right", "right", "left")
+            assert scr.index == (i0 + 2) % 15
+            assert f"frame {scr.index + 1}/15" in str(scr.query_one("#replay-status").render())
+
+            await pilot.press("w")  # no display: the viewer's own message
+            await until(pilot, lambda: any(NO_DISPLAY_MESSAGE in n.message for n in app._notifications))
+            started = []
+            monkeypatch.setenv("DISPLAY", ":99")
+            monkeypatch.setattr(
+                "anyskill_tui.screens.replay.open_checkpoint_viewer", lambda *a: started.append(a) or 4242
+            )
+            await pilot.press("w")
+            await until(pilot, lambda: any("pid 4242" in n.message for n in app._notifications))
+            assert started == [(ws.root, ck, 0.5)]
 
     run(go)
 

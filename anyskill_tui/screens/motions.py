@@ -1,5 +1,6 @@
 """The Motions screen: datasets (the workspace's ``configs/motions/*.yaml`` and the shipped starter set) and
-their clips (frames, fps, duration, weight); validate a dataset, import a BVH, preview a clip in Replay."""
+their clips (frames, fps, duration, weight); validate a dataset, import a BVH, preview a clip in Replay, train the
+LLC on the selected clip's dataset (the Train dialog in LLC mode)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class MotionsScreen(Screen[None]):
         Binding("p,enter", "preview", "Preview", id="motions.preview"),
         Binding("v", "validate", "Validate", id="motions.validate"),
         Binding("b", "import_bvh", "Import BVH", id="motions.import_bvh"),
+        Binding("t", "train_llc", "Train LLC", id="motions.train_llc"),
     ]
 
     def __init__(self) -> None:
@@ -100,6 +102,10 @@ class MotionsScreen(Screen[None]):
         cache = app_of(self).workspace.root / ".cache" / "replay"
         path = c.file
         app_of(self).open_replay(lambda: ClipFrameSource(path, cache_dir=cache), f"clip {c.name}: {c.text or ''}")
+
+    def action_train_llc(self) -> None:
+        c = self.current()
+        app_of(self).action_train_llc(c.dataset if c is not None else "")
 
     def action_validate(self) -> None:
         c = self.current()

@@ -4,7 +4,12 @@ Frames are drawn with textual-image, which picks Sixel, Kitty TGP or half-cell b
 is imported before the app runs, see :func:`anyskill_tui.app.run_app`). Sixel/TGP flicker when replaced
 (textual-image #155, #43), so frames animate only in half-cell (or unicode) mode; with the pixel protocols
 the screen shows still frames and steps on keys. "Open window" starts the MuJoCo viewer when there is a
-display; "export video" writes an mp4/gif through imageio in a worker.
+display (a clip's kinematic playback, or for a checkpoint ``core.replay.viewer.run_viewer`` through
+``anyskill replay CKPT --window``; without a display the viewer's own message is shown); "export video" writes an
+mp4/gif through imageio in a worker.
+
+Checkpoint replays (a skill's best, a run's latest) are ``core.replay.frame_source`` rollouts of
+``app.replay_seconds`` at ``app.replay_px`` pixels, rendered in a worker as the screen opens.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from anyskill_tui.tui_services import (
     FrameSource,
     export_video,
     has_display,
+    open_checkpoint_viewer,
     open_viewer,
 )
 
@@ -54,6 +60,30 @@ def can_animate(cls: type) -> bool:
 
 def image_widget(app: App, image: Any = None, id: str | None = None) -> Widget:
     return image_class(app)(image, id=id)
+
+
+def replay_px(app: Any) -> tuple[int, int]:
+    px = int(getattr(app, "replay_px", FRAME_PX[0]) or FRAME_PX[0])
+    return (px, px)
+
+
+def replay_run(app: Any, run_id: int) -> None:
+    """Open Replay on a run's latest checkpoint (``core.replay.resolve_target("run:N")``), or notify why not."""
+
+    def work_fn() -> None:
+        try:
+            from anyskill_tui.core.replay import frame_source, resolve_target
+
+            tgt = resolve_target(f"run:{run_id}", app.workspace.root)
+            source = frame_source(
+                tgt.checkpoint, size=replay_px(app), seconds=float(getattr(app, "replay_seconds", 4.0))
+            )
+        except Exception as exc:
+            app.call_from_thread(app.notify, error_text(exc), severity="warning")
+            return
+        app.call_from_thread(app.open_replay, source, f"run {run_id}: {tgt.label} ({tgt.checkpoint.name})")
+
+    app.run_worker(work_fn, thread=True, exit_on_error=False, group="replay-open")
 
 
 def replay_skill(app: Any, skill_id: int) -> None:
@@ -91,7 +121,7 @@ def checkpoint_frame_source(app: Any, detail: Any) -> FrameSource:
     except ImportError:
         fn = None
     if fn is not None:
-        return fn(ckpt)
+        return fn(ckpt, size=replay_px(app), seconds=float(getattr(app, "replay_seconds", 4.0)))
     run = next(r for r, c in detail.ckpts if c is detail.best)
     run_dir = run_dir_of(app.workspace, run)
     for cand in (ckpt.with_suffix(".gif"), run_dir / "frames", run_dir / "replay.gif"):
@@ -149,7 +179,12 @@ class ReplayScreen(Screen[None]):
             if self.source is None:
                 assert self._factory is not None
                 self.source = self._factory()
-            frames = [Image.fromarray(a) for a in self.source.frames(FRAME_PX)]
+            frames = []
+            total = len(self.source)
+            for a in self.source.frames(replay_px(self.app)):
+                frames.append(Image.fromarray(a))
+                if len(frames) % 10 == 0:
+                    self.app.call_from_thread(self._status, f"rendering frames… {len(frames)}/{total}")
         except Exception as exc:
             self.app.call_from_thread(self._status, f"[red]cannot load frames: {error_text(exc)}[/]")
             return
@@ -225,11 +260,15 @@ class ReplayScreen(Screen[None]):
         self._show()
 
     def action_open_window(self) -> None:
+        ckpt = getattr(self.source, "checkpoint", None)
+        if ckpt is not None:
+            self._open_checkpoint_viewer(Path(ckpt))
+            return
         if not has_display():
             self.notify("no display here (DISPLAY is not set): use export video (x) instead", severity="warning")
             return
         if not isinstance(self.source, ClipFrameSource):
-            self.notify("the viewer window plays motion clips; for this replay use export video (x)")
+            self.notify("the viewer window plays motion clips and checkpoints; for this replay use export video (x)")
             return
         try:
             pid = open_viewer(self.source.path)
@@ -237,6 +276,19 @@ class ReplayScreen(Screen[None]):
             self.notify(error_text(exc), severity="error")
             return
         self.notify(f"viewer window started (pid {pid})")
+
+    def _open_checkpoint_viewer(self, ckpt: Path) -> None:
+        """``core.replay.viewer``: its no-display message, else ``run_viewer`` in a detached ``anyskill replay``."""
+        from anyskill_tui.core.replay import viewer
+
+        try:
+            viewer.require_display()
+            seconds = float(getattr(self.app, "replay_seconds", 4.0))
+            pid = open_checkpoint_viewer(app_of(self).workspace.root, ckpt, seconds)
+        except Exception as exc:
+            self.notify(error_text(exc), severity="warning")
+            return
+        self.notify(f"viewer window started (pid {pid}): close it to stop")
 
     def action_export_video(self) -> None:
         if self.source is None:

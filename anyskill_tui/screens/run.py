@@ -75,6 +75,7 @@ class RunScreen(Screen[None]):
         Binding("k", "tab('checkpoints')", "Checkpoints", id="run.checkpoints"),
         Binding("x", "stop", "Stop", id="run.stop"),
         Binding("u", "resume", "Resume", id="run.resume"),
+        Binding("r", "replay", "Replay", id="run.replay"),
     ]
 
     def __init__(self, run_id: int, tab: str = "charts") -> None:
@@ -262,6 +263,9 @@ class RunScreen(Screen[None]):
                 self.run_worker(lambda: do_stop(self.app, self.run_id), thread=True, exit_on_error=False)
 
         self.app.push_screen(ConfirmModal(f"Stop run {self.run_id}?", "Stop"), done)
+
+    def action_replay(self) -> None:
+        app_of(self).replay_run(self.run_id)
 
     def action_resume(self) -> None:
         self.run_worker(lambda: do_resume(self.app, self.run_id), thread=True, exit_on_error=False)

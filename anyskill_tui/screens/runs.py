@@ -1,7 +1,8 @@
 """The Runs screen: every run, live (id, kind, prompt, status, progress, samples/s, elapsed, ETA).
 
 ``set_interval`` pokes an exclusive thread worker that reads the runs (newest 500) and each active run's
-``progress.json``; the table is updated in place. Keys: stop (confirm), resume, logs, open run.
+``progress.json``; the table is updated in place. Keys: stop (confirm), resume, logs, open run, replay (the run's
+latest checkpoint, rolled out through ``core.replay.frame_source``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class RunsScreen(Screen[None]):
         Binding("u", "resume", "Resume", id="runs.resume"),
         Binding("l", "logs", "Logs", id="runs.logs"),
         Binding("enter", "open", "Open", id="runs.open"),
+        Binding("r", "replay", "Replay", id="runs.replay"),
         Binding("t", "app.train", "Train", id="runs.train"),
     ]
 
@@ -112,6 +114,11 @@ class RunsScreen(Screen[None]):
         r = self.current()
         if r is not None:
             app_of(self).open_run(r.id)
+
+    def action_replay(self) -> None:
+        r = self.current()
+        if r is not None:
+            app_of(self).replay_run(r.id)
 
     def action_logs(self) -> None:
         r = self.current()
