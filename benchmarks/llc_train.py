@@ -16,7 +16,19 @@ c. **eval**: ``evaluate_llc`` on the exported policy -> $OUT/llc_eval.json.
 d. **curves**: disc reward, episode length, fall rate per epoch -> $OUT/llc_curves.json and a PIL line plot
    $OUT/llc_curves.png.
 
-Local smoke test (CPU, seconds): ``python benchmarks/llc_train.py --device cpu --tiny --budget 60 --out /tmp/llc_out``.
+``--throughput-only`` runs only stage (a), at ``--bench-envs`` (4,096) and then at ``--bench-envs2`` (8,192) when
+enough of ``--budget`` is left, each with ``--warmup`` + ``--bench-epochs`` epochs, plus a one-epoch host-sync
+audit (``torch.cuda.set_sync_debug_mode``; warnings counted per source line, rollout and update apart) and the
+simulator alone (env step + masked resets, 32 steps) for comparison with the rollout.
+
+Every stage runs in the main thread under a ``signal.alarm`` deadline (and the throughput loop also checks the
+clock between epochs): a stage that overruns is interrupted and recorded as timed out, so it can never keep
+running in the background while the next stage captures CUDA graphs (the earlier watchdog-thread version did,
+and the train stage's capture failed with "operation would make the legacy stream depend on a capturing
+blocking stream").
+
+Local smoke test (CPU, seconds): ``python benchmarks/llc_train.py --device cpu --tiny --budget 60 --out /tmp/llc_out``;
+``python benchmarks/llc_train.py --device cpu --tiny --throughput-only --bench-epochs 20 --warmup 3``.
 """
 
 from __future__ import annotations
@@ -24,11 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 T0 = time.monotonic()
@@ -98,54 +111,129 @@ def llc_config(args, envs: int, epochs: int, extra: dict | None = None):
     return llc_config_from_dict(base, source="benchmark", overrides=over)
 
 
-def stage_throughput(args, summary: dict) -> None:
+def _sim_alone(tr, steps: int = 32) -> float:
+    """Seconds per env step (step + masked resets, zero actions) of the trainer's env: the simulator's share."""
+    import torch
+
+    env = tr.env
+    act = torch.zeros((env.num_envs, 28), device=env.device)
+    for _ in range(3):
+        env.step(act)
+        env.reset_done_masked()
+    tr._sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        env.step(act)
+        env.reset_done_masked()
+    tr._sync()
+    return (time.perf_counter() - t) / steps
+
+
+def _sync_audit(tr) -> dict:
+    """One epoch with ``torch.cuda.set_sync_debug_mode('warn')``: synchronising calls per phase and source line."""
+    import torch
+
+    out: dict = {}
+    buf = None
+    for phase in ("rollout", "update"):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                if phase == "rollout":
+                    buf = tr.rollout()
+                else:
+                    buf["rewards"] = tr.rewards(buf)
+                    tr.push_demo(tr.cfg.calm.amp_batch_size)
+                    tr.update(buf)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        lines: dict[str, int] = {}
+        for w in rec:
+            if "synchroniz" in str(w.message):
+                key = f"{Path(w.filename).name}:{w.lineno}"
+                lines[key] = lines.get(key, 0) + 1
+        out[phase] = {"syncs": sum(lines.values()), "by_line": dict(sorted(lines.items(), key=lambda kv: -kv[1])[:12])}
+    return out
+
+
+def throughput_at(args, envs: int, deadline: float) -> dict:
+    """Warm-up + timed epochs of the full LLC epoch at ``envs`` envs; stops early (recorded) at ``deadline``."""
     import torch
 
     from anyskill_tui.core.learn.llc_train import LlcTrainer, default_motions_path
 
-    cfg = llc_config(args, args.bench_envs, 10**6)
+    cfg = llc_config(args, envs, 10**6)
     log(f"throughput: {cfg.env.num_envs} envs, batch {cfg.batch_size}, minibatch {cfg.ppo.minibatch_size}")
     engine = "gpu" if args.device == "cuda" else "cpu"
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     t = time.monotonic()
     tr = LlcTrainer(cfg, default_motions_path(), engine=engine)
-    summary["throughput_setup_s"] = time.monotonic() - t
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for i in range(args.warmup):
-        m = tr.epoch_step()
-        log(f"  warm-up epoch {i + 1}: {m.get('performance/total_fps', 0):,.0f} samples/s")
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    t = time.monotonic()
-    rows = []
-    for _ in range(args.bench_epochs):
-        m = tr.epoch_step()
-        rows.append(m)
-        log(
-            f"  epoch {tr.epoch}: {m['performance/total_fps']:,.0f} samples/s "
-            f"(play {m['performance/play_time']:.3f}s update {m['performance/update_time']:.3f}s)"
-        )
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    dt = time.monotonic() - t
-    samples = args.bench_epochs * cfg.batch_size
-    summary["throughput"] = {
+    res: dict = {
         "envs": cfg.env.num_envs,
         "batch": cfg.batch_size,
         "minibatch": cfg.ppo.minibatch_size,
-        "epochs_timed": args.bench_epochs,
-        "samples_per_s": samples / dt,
-        "play_time_s": sum(r["performance/play_time"] for r in rows) / len(rows),
-        "update_time_s": sum(r["performance/update_time"] for r in rows) / len(rows),
-        "max_memory_allocated_gb": torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else None,
-        "nvidia_smi_used_mb": nvidia_smi_mb(),
-        "target_samples_per_s": 150_000,
-        "target_memory_gb": 20,
+        "disc_rows": cfg.calm.amp_minibatch_size,
+        "setup_s": time.monotonic() - t,
     }
-    log(f"throughput: {summary['throughput']}")
-    del tr
-    if args.device == "cuda":
-        torch.cuda.empty_cache()
+    try:
+        for i in range(args.warmup):
+            t = time.monotonic()
+            m = tr.epoch_step()
+            log(
+                f"  warm-up epoch {i + 1}: {time.monotonic() - t:.2f}s "
+                f"({m.get('performance/total_fps', 0):,.0f} samples/s)"
+            )
+        tr._sync()
+        rows = []
+        t = time.monotonic()
+        for _ in range(args.bench_epochs):
+            if rows and time.monotonic() + 1.5 * max(r["performance/epoch_time"] for r in rows) > deadline:
+                res["stopped_early"] = True
+                break
+            m = tr.epoch_step()
+            rows.append(m)
+            log(
+                f"  epoch {tr.epoch}: {m['performance/total_fps']:,.0f} samples/s "
+                f"(rollout {m['performance/play_time']:.3f}s, "
+                f"update+reward+buffers {m['performance/update_time']:.3f}s)"
+            )
+        tr._sync()
+        dt = time.monotonic() - t
+        n = len(rows)
+        if n:
+            res.update(
+                {
+                    "epochs_timed": n,
+                    "samples_per_s": n * cfg.batch_size / dt,
+                    "epoch_s": dt / n,
+                    "rollout_s": sum(r["performance/play_time"] for r in rows) / n,
+                    "update_s": sum(r["performance/update_time"] for r in rows) / n,
+                    "rollout_s_per_step": sum(r["performance/play_time"] for r in rows) / n / cfg.ppo.horizon_length,
+                }
+            )
+        res["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
+        res["nvidia_smi_used_mb"] = nvidia_smi_mb()
+        if time.monotonic() + 10 < deadline:
+            res["sim_alone_s_per_step"] = _sim_alone(tr)
+        if cuda and args.sync_audit and time.monotonic() + 3 * res.get("epoch_s", 5.0) < deadline:
+            res["sync_audit"] = _sync_audit(tr)
+    finally:
+        del tr
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+    log(f"throughput at {envs} envs: {json.dumps(res, default=str)}")
+    return res
+
+
+def stage_throughput(args, summary: dict, deadline: float) -> None:
+    summary["throughput"] = throughput_at(args, args.bench_envs, deadline)
+    summary["throughput"]["target_samples_per_s"] = 150_000
+    summary["throughput"]["target_memory_gb"] = 20
 
 
 def stage_train(args, summary: dict, out: Path) -> Path | None:
@@ -264,28 +352,34 @@ def plot_png(curves: dict, path: Path) -> None:
     img.save(path)
 
 
+class StageTimeout(Exception):
+    """Raised in the main thread by SIGALRM when a stage passes its deadline."""
+
+
 def run_stage(name: str, fn, summary: dict, timeout: float):
-    """Run a stage in a thread with a soft timeout (the stage keeps running in the background if it overruns)."""
-    box: dict = {}
+    """Run a stage in the main thread with a ``signal.alarm`` deadline; a stage that overruns is interrupted.
 
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
+    (No watchdog thread: an abandoned stage must not keep using the GPU while the next one runs.)
+    """
 
-    t = threading.Thread(target=target, daemon=True, name=name)
-    t.start()
-    t.join(max(1.0, timeout))
-    if t.is_alive():
-        summary.setdefault("errors", {})[name] = f"timed out after {timeout:.0f}s"
-        log(f"{name}: timed out")
-        return None
-    if "error" in box:
-        summary.setdefault("errors", {})[name] = box["error"]
-        log(f"{name}: failed: {box['error']}")
-    return box.get("value")
+    def on_alarm(signum, frame):
+        raise StageTimeout(f"{name} timed out after {timeout:.0f}s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(max(1, int(timeout)))
+    try:
+        return fn()
+    except StageTimeout as exc:
+        summary.setdefault("errors", {})[name] = str(exc)
+        log(f"{name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - recorded; the next stage still runs
+        summary.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        log(f"{name}: failed: {type(exc).__name__}: {exc}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    return None
 
 
 def main() -> int:
@@ -306,6 +400,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only the throughput stage: --bench-envs, then --bench-envs2 if the budget allows (no train/eval)",
+    )
+    ap.add_argument("--bench-envs2", type=int, default=8192, help="second env count of --throughput-only (0: none)")
+    ap.add_argument("--no-sync-audit", dest="sync_audit", action="store_false", help="skip the host-sync audit epoch")
+    ap.add_argument(
         "--anyskill-minibatch", action="store_true", help="minibatch 4096 / D rows 1024 (AnySkill) even at 4,096 envs"
     )
     args = ap.parse_args()
@@ -325,8 +426,21 @@ def main() -> int:
         def left() -> float:
             return args.budget - (time.monotonic() - T0) - args.margin
 
+        if args.throughput_only:
+            # the first trainer compiles the kernels (over 2 minutes on a fresh machine): it gets most of the budget
+            dl = time.monotonic() + left() * (0.7 if args.bench_envs2 else 1.0)
+            run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
+            if args.bench_envs2 and left() > 60:
+                dl2 = time.monotonic() + left()
+
+                def second():
+                    summary["throughput2"] = throughput_at(args, args.bench_envs2, dl2)
+
+                run_stage("throughput2", second, summary, left() + 15)
+            return 1 if summary.get("errors") else 0
         if not args.skip_throughput:
-            run_stage("throughput", lambda: stage_throughput(args, summary), summary, min(150.0, left() * 0.35))
+            dl = time.monotonic() + min(150.0, left() * 0.35)
+            run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
         policy = run_stage("train", lambda: stage_train(args, summary, out), summary, left() + args.margin * 0.5)
         if policy is not None:
             run_stage("eval", lambda: stage_eval(args, summary, out, policy), summary, max(10.0, left() + 30))

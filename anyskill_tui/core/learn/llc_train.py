@@ -6,8 +6,11 @@ One epoch:
    episode length from the config). Each env acts on a latent z = E(60-step demo window), redrawn on every reset
    and when its progress reaches a deadline that then advances by randint(min, max) (``latent_resample_deadlines``).
    Actions are ε-greedy per env and step: stochastic with probability p_i = 1 − exp(10·(i/(N−1) − 1)), else μ.
-   The 60-step windows behind the latents are stored once per redraw in a per-epoch pool (each sample keeps an
-   index into it), not once per sample: 7,500 floats per sample would cost GBs at 4,096 envs.
+   Each sample keeps the *recipe* of its latent's 60-step window (clip id, end index in the demo bank), not the
+   window: 7,500 floats per sample would cost GBs at 4,096 envs, and the update rebuilds a minibatch's windows by
+   one gather from the bank. The loop has no host synchronisation (the gpu engine): latents are redrawn for
+   every env and kept with ``torch.where`` where due, and envs restart through ``HumanoidEnv.reset_done_masked``
+   (``set_state_where``); the episode statistics stay device tensors until the epoch's single read-back.
 2. **Reward** after the rollout: r = w_cdisc·(−log(max(1 − σ(D(o_t, z_t)), 1e−4))·scale) with the current D and
    AMP normaliser, no gradient (the task and plain-AMP terms have weight 0 in the reference and are not computed).
 3. **GAE** (γ, λ), the bootstrap zeroed on falls only, cut at every episode end; advantages normalised over the
@@ -16,8 +19,11 @@ One epoch:
    (train mode, spec §3.4: the AMP one with every window D and the encoder regulariser see), z is recomputed as
    E(stored window) *with* gradient for actor and critic, the conditional-disc loss uses the first
    ``amp_minibatch_size`` rows with replay windows (E under no_grad) and demo windows of the demo buffer, the encoder
-   regulariser uses fresh alignment pairs, and one Adam step takes the total loss (mixed precision on CUDA,
-   gradient clipping only with ``truncate_grads``).
+   regulariser uses fresh alignment pairs, and one Adam step takes the total loss (on CUDA: bf16 autocast without
+   a GradScaler, fused Adam; gradient clipping only with ``truncate_grads``). The encoder runs once with
+   gradient (minibatch windows + alignment pairs) and once without (demo + replay windows); D runs once on the
+   agent + replay rows and once on the demo rows (the gradient penalty's double backward sees only those). No
+   host synchronisation per minibatch: the logged statistics are summed on the device and read once per epoch.
 5. **Buffers**: the demo buffer is filled at start and gets ``amp_batch_size`` new pairs per epoch; the epoch's
    agent windows go to the replay buffer (all until full, then each kept with ``replay_keep_prob``).
 
@@ -247,10 +253,11 @@ class DemoWindowBank:
     """Demo AMP windows as table lookups: every clip's AMP features precomputed on a grid of ``sub`` points per
     control step (1/120 s for ``sub`` 4), so a window is a gather, not ``steps`` MotionLib interpolations + FK.
 
-    Window end times are drawn exactly as ``MotionLib.fetch_enc_amp_pair`` / ``fetch_alignment_pair`` draw them
-    (spec §2.4) and then rounded to the grid (at most 1/240 s off); steps go back by whole control steps and stop
-    at the clip start (clamped at 0, as ``demo_windows``). A window is named by its *recipe* (clip id, end index),
-    which is how checkpoints store the buffers.
+    Window end times are drawn as ``MotionLib.fetch_enc_amp_pair`` / ``fetch_alignment_pair`` draw them (spec
+    §2.4; clips by ``MotionLib.draw_clips``, the same distribution without a host sync) and then rounded to the
+    grid (at most 1/240 s off); steps go back by whole control steps and stop at the clip start (clamped at 0, as
+    ``demo_windows``). A window is named by its *recipe* (clip id, end index), which is how checkpoints store the
+    buffers.
     """
 
     def __init__(self, ml, enc_steps: int, amp_steps: int, device, generator: torch.Generator, sub: int = 4):
@@ -282,7 +289,7 @@ class DemoWindowBank:
     def sample(self, n: int, with_amp: bool = True) -> torch.Tensor:
         """(n, 3) long: clip id, encoder-window end index, AMP-window end index (inside the encoder window)."""
         ml, g = self.ml, self.gen
-        ids = ml.sample_clips(n, generator=g)
+        ids = ml.draw_clips(n, generator=g)
         length = ml.clip_lengths[ids]
         w = (self.K - 1) * self.dt
         t_e = ml._window_end_times(ids, self.K, self.dt, g)
@@ -298,7 +305,7 @@ class DemoWindowBank:
     def alignment_pair(self, n: int, max_shift: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Two encoder windows of the same clips ending at t0 and min(t0 + U(0, max_shift), L)."""
         ml, g = self.ml, self.gen
-        ids = ml.sample_clips(n, generator=g)
+        ids = ml.draw_clips(n, generator=g)
         length = ml.clip_lengths[ids]
         t0 = ml._window_end_times(ids, self.K, self.dt, g)
         t1 = torch.minimum(t0 + ml._rand(n, g) * max_shift, length)
@@ -399,8 +406,13 @@ class LlcTrainer:
             for prm in m.parameters()
             if prm.requires_grad
         ]
-        self.opt = torch.optim.Adam(self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay)
-        self.mp = MixedPrecision(dev, enabled=p.mixed_precision)
+        # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts
+        fused = {"fused": True} if dev.type == "cuda" else {}
+        self.opt = torch.optim.Adam(
+            self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay, **fused
+        )
+        # bf16 autocast: float32's range, so no GradScaler (whose found-inf checks read the device every step)
+        self.mp = MixedPrecision(dev, enabled=p.mixed_precision, dtype=torch.bfloat16)
         self.coeffs = cfg.loss_coeffs()
 
         self.gen = torch.Generator(device=dev)
@@ -422,9 +434,8 @@ class LlcTrainer:
         self.eps_probs = (
             epsilon_greedy_probs(N, device=dev) if c.epsilon_greedy else torch.ones(N, device=dev, dtype=torch.float32)
         )
-        # per-env latent state
+        # per-env latent state (the 60-step window behind z is rebuilt from its recipe when needed)
         self.z = torch.zeros((N, n.latent_dim), device=dev)
-        self.env_win = torch.zeros((N, self.K, self.F), device=dev)
         self.env_recipe = torch.zeros((N, 2), dtype=torch.long, device=dev)
         self.deadline = torch.zeros(N, dtype=torch.long, device=self.env_device)
         self.need_reset = torch.ones(N, dtype=torch.bool, device=self.env_device)  # every env needs a first latent
@@ -462,8 +473,16 @@ class LlcTrainer:
         for _ in range(chunks):
             self.push_demo(c.amp_batch_size)
 
-    def push_replay(self, amp: torch.Tensor, recipe: torch.Tensor, win_of) -> None:
-        """Agent windows to the replay buffer: all until full, then each kept with ``replay_keep_prob``."""
+    def push_replay(self, amp: torch.Tensor, recipe: torch.Tensor) -> None:
+        """Agent windows to the replay buffer: all until full, then each kept with ``replay_keep_prob``.
+
+        ``recipe`` (n, 2): clip id and encoder-window end index of each window's latent (its encoder window is
+        rebuilt from the bank)."""
+
+        def win_of(rows: torch.Tensor) -> torch.Tensor:
+            rec = recipe[rows]
+            return self.windows(rec[:, 0], rec[:, 1], self.K)
+
         r = self.replay
         free = r.capacity - r.size
         if free > 0:
@@ -490,8 +509,11 @@ class LlcTrainer:
 
     # ------------------------------------------------------------------------------------------ rollout
 
-    def _resample_latents(self, pool: list, pool_recipes: list, pool_size: int, win_idx_env: torch.Tensor) -> int:
-        env = self.env
+    def _resample_latents(self) -> None:
+        """Redraw the latents of the envs that were reset or reached their deadline (spec §4.2), without a host
+        sync: every env draws a recipe and its window is encoded, and ``torch.where`` keeps the new latent only
+        where one is due (at 4,096 envs one encoder pass costs less than the ``nonzero`` it replaces)."""
+        env, N = self.env, self.num_envs
         need, self.deadline = latent_resample_deadlines(
             env.progress,
             self.deadline,
@@ -500,52 +522,41 @@ class LlcTrainer:
             reset=self.need_reset,
             generator=None if self.env_device != self.device else self.gen,
         )
-        self.need_reset = torch.zeros_like(self.need_reset)
-        ids = torch.nonzero(need.to(self.device), as_tuple=False).flatten()
-        k = int(ids.numel())
-        if k == 0:
-            return pool_size
-        rec = self.sample_recipes(k, with_amp=False)[:, :2]
+        rec = self.sample_recipes(N, with_amp=False)[:, :2]
         win = self.windows(rec[:, 0], rec[:, 1], self.K)
-        with torch.no_grad():
-            z = self.encoder(self.amp_norm.normalize(win))
-        self.z[ids] = z.float()
-        self.env_win[ids] = win
-        self.env_recipe[ids] = rec
-        pool.append(win)
-        pool_recipes.append(rec)
-        win_idx_env[ids] = torch.arange(pool_size, pool_size + k, device=self.device)
-        return pool_size + k
+        z = self.encoder(self.amp_norm.normalize(win)).float()
+        need = need.to(self.device)[:, None]
+        self.z = torch.where(need, z, self.z)
+        self.env_recipe = torch.where(need, rec, self.env_recipe)
 
     @torch.no_grad()
     def rollout(self) -> dict[str, Any]:
+        """``horizon_length`` steps of every env; no host synchronisation inside the loop (the gpu engine)."""
         env, cfg = self.env, self.cfg
         T, N, dev = cfg.ppo.horizon_length, self.num_envs, self.device
         log_std = self.actor.log_std
-        # the pool of this epoch's encoder windows starts with every env's current window
-        pool, pool_recipes = [self.env_win.clone()], [self.env_recipe.clone()]
-        pool_size = N
-        win_idx_env = torch.arange(N, device=dev)
         buf = {
-            "obs": torch.zeros((T, N, cfg.network.obs_dim), device=dev),
-            "actions": torch.zeros((T, N, cfg.network.action_dim), device=dev),
-            "logp": torch.zeros((T, N), device=dev),
-            "values": torch.zeros((T, N), device=dev),
-            "next_values": torch.zeros((T, N), device=dev),
-            "terminated": torch.zeros((T, N), dtype=torch.bool, device=dev),
-            "done": torch.zeros((T, N), dtype=torch.bool, device=dev),
-            "mask": torch.zeros((T, N), dtype=torch.bool, device=dev),
-            "win_idx": torch.zeros((T, N), dtype=torch.long, device=dev),
-            "z": torch.zeros((T, N, cfg.network.latent_dim), device=dev),
-            "amp": torch.zeros((T, N, self.k, self.F), device=dev),
+            "obs": torch.empty((T, N, cfg.network.obs_dim), device=dev),
+            "actions": torch.empty((T, N, cfg.network.action_dim), device=dev),
+            "logp": torch.empty((T, N), device=dev),
+            "values": torch.empty((T, N), device=dev),
+            "next_values": torch.empty((T, N), device=dev),
+            "terminated": torch.empty((T, N), dtype=torch.bool, device=dev),
+            "done": torch.empty((T, N), dtype=torch.bool, device=dev),
+            "mask": torch.empty((T, N), dtype=torch.bool, device=dev),
+            # clip id and encoder-window end index of each sample's latent (its window is a bank gather)
+            "recipe": torch.empty((T, N, 2), dtype=torch.long, device=dev),
+            "z": torch.empty((T, N, cfg.network.latent_dim), device=dev),
+            "amp": torch.empty((T, N, self.k, self.F), device=dev),
         }
         ep_len_sum = torch.zeros((), device=dev)
         ep_count = torch.zeros((), device=dev)
         fall_count = torch.zeros((), device=dev)
         norm_obs = self.policy.norm_obs
+        same = self.env_device == dev
         for t in range(T):
-            pool_size = self._resample_latents(pool, pool_recipes, pool_size, win_idx_env)
-            obs = env.obs.to(device=dev, dtype=torch.float32)
+            self._resample_latents()
+            obs = env.obs if same and env.obs.dtype == torch.float32 else env.obs.to(device=dev, dtype=torch.float32)
             nobs = norm_obs(obs)
             z = self.z
             mu = self.actor(nobs, z)
@@ -553,30 +564,27 @@ class LlcTrainer:
             sampled = sample_gaussian(mu, log_std, generator=self.gen)
             mask = epsilon_greedy_mask(self.eps_probs, generator=self.gen)
             action = mix_actions(mu, sampled, mask)
-            res = env.step(action.to(self.env_device))
-            next_obs = res.obs.to(device=dev, dtype=torch.float32)
-            next_value = self.critic(norm_obs(next_obs), z)
-            done = res.done.to(dev)
-            term = res.terminated.to(dev)
             buf["obs"][t] = obs
             buf["actions"][t] = action
             buf["logp"][t] = gaussian_log_prob(action, mu, log_std)
             buf["values"][t] = value
-            buf["next_values"][t] = next_value
+            buf["mask"][t] = mask
+            buf["recipe"][t] = self.env_recipe
+            buf["z"][t] = z
+            res = env.step(action if same else action.to(self.env_device))
+            next_obs = res.obs.to(device=dev, dtype=torch.float32)
+            buf["next_values"][t] = self.critic(norm_obs(next_obs), z)
+            done = res.done
+            term = res.terminated
             buf["terminated"][t] = term
             buf["done"][t] = done
-            buf["mask"][t] = mask
-            buf["win_idx"][t] = win_idx_env
-            buf["z"][t] = z
-            buf["amp"][t] = env.amp_obs_history().to(device=dev, dtype=torch.float32).view(N, self.k, self.F)
-            prog = env.progress.to(dev).float()
-            ep_len_sum += (prog * done).sum()
+            buf["amp"][t] = env.amp_obs_history().view(N, self.k, self.F)
+            prog = env.progress.to(dev)
+            ep_len_sum += (prog * done.to(dev)).sum()
             ep_count += done.sum()
             fall_count += term.sum()
-            self.need_reset = res.done.clone()
-            env.reset_done()
-        buf["pool"] = torch.cat(pool)
-        buf["pool_recipe"] = torch.cat(pool_recipes)
+            self.need_reset = done.clone()
+            env.reset_done_masked()
         buf["ep_len_sum"], buf["ep_count"], buf["fall_count"] = ep_len_sum, ep_count, fall_count
         return buf
 
@@ -616,16 +624,15 @@ class LlcTrainer:
             self.value_norm.update(returns.reshape(-1, 1))
             returns = self.value_norm.normalize(returns.unsqueeze(-1)).squeeze(-1)
         flat = {
+            "recipe": buf["recipe"].reshape(T * N, 2),
             "obs": buf["obs"].reshape(T * N, -1),
             "actions": buf["actions"].reshape(T * N, -1),
             "logp": buf["logp"].reshape(-1),
             "adv": adv.reshape(-1),
             "returns": returns.reshape(-1),
             "mask": mask.reshape(-1),
-            "win_idx": buf["win_idx"].reshape(-1),
             "amp": buf["amp"].reshape(T * N, self.k, self.F),
         }
-        pool = buf["pool"]
         stats = torch.zeros(len(_STAT_KEYS), device=dev)
         nonfinite = torch.zeros(len(_LOSS_KEYS), device=dev)
         steps = 0
@@ -635,6 +642,7 @@ class LlcTrainer:
             perm = torch.randperm(T * N, generator=self.gen, device=dev)
             for s in range(0, T * N, B):
                 idx = perm[s : s + B]
+                B_mb = idx.shape[0]
                 obs, actions = flat["obs"][idx], flat["actions"][idx]
                 old_logp, adv_mb, ret_mb, m = (
                     flat["logp"][idx],
@@ -642,7 +650,8 @@ class LlcTrainer:
                     flat["returns"][idx],
                     flat["mask"][idx],
                 )
-                win = pool[flat["win_idx"][idx]]
+                rec = flat["recipe"][idx]
+                win = self.windows(rec[:, 0], rec[:, 1], self.K)
                 agent_amp = flat["amp"][idx[:b]]
                 demo_amp, demo_enc = self.demo.sample(b, generator=self.gen)
                 if len(self.replay) > 0:
@@ -650,6 +659,7 @@ class LlcTrainer:
                 else:
                     rep_amp = rep_enc = None
                 w0, w1 = self.bank.alignment_pair(b, c.enc_pair_max_offset)
+                b_al = w0.shape[0]
                 # normaliser statistics (train mode, spec §3.4)
                 if p.normalize_input:
                     self.obs_norm.update(obs)
@@ -660,7 +670,9 @@ class LlcTrainer:
                 amp_norm.update(w0)
                 amp_norm.update(w1)
                 with self.mp.autocast():
-                    z = enc(amp_norm.normalize(win))
+                    # one encoder pass with gradient for the minibatch's latents and the alignment pairs
+                    e_all = enc(amp_norm.normalize(torch.cat([win, w0, w1])))
+                    z, e0, e1 = e_all[:B_mb], e_all[B_mb : B_mb + b_al].float(), e_all[B_mb + b_al :].float()
                     nobs = self.policy.norm_obs(obs)
                     mu = self.actor(nobs, z).float()
                     logp = gaussian_log_prob(actions, mu, log_std)
@@ -669,9 +681,12 @@ class LlcTrainer:
                         "critic": value_loss(self.critic(nobs, z).float(), ret_mb),
                         "bounds": bounds_loss(mu, mask=m),
                     }
-                    with torch.no_grad():
-                        z_demo = enc(amp_norm.normalize(demo_enc))
-                        z_rep = enc(amp_norm.normalize(rep_enc)) if rep_enc is not None else None
+                    with torch.no_grad():  # demo and replay latents in one pass
+                        if rep_enc is not None:
+                            z_nd = enc(amp_norm.normalize(torch.cat([demo_enc, rep_enc])))
+                            z_demo, z_rep = z_nd[:b], z_nd[b:]
+                        else:
+                            z_demo, z_rep = enc(amp_norm.normalize(demo_enc)), None
                     disc_loss, dparts = cond_disc_loss(
                         self.disc,
                         amp_norm.normalize(agent_amp),
@@ -683,14 +698,12 @@ class LlcTrainer:
                         self.coeffs,
                     )
                     parts["disc"] = disc_loss
-                    e0 = enc(amp_norm.normalize(w0)).float()
-                    e1 = enc(amp_norm.normalize(w1)).float()
                     parts["enc"], eparts = encoder_reg_loss(e0, e1, uniformity_weight=self.coeffs.enc_uniformity_weight)
                     parts = {k_: v.float() for k_, v in parts.items()}
                     total = calm_total_loss(parts, self.coeffs)
                 parts["total"] = total
                 parts = _inject(parts)
-                self.mp.step(total, self.opt, self.params, max_norm=p.grad_norm, clip=p.truncate_grads)
+                self.mp.step(total, self.opt, self.params, max_norm=p.grad_norm, clip=p.truncate_grads, want_norm=False)
                 with torch.no_grad():
                     losses = torch.stack([parts[k_].detach() for k_ in _LOSS_KEYS])
                     nonfinite += ~torch.isfinite(losses)
@@ -725,9 +738,7 @@ class LlcTrainer:
         stats = self.update(buf)
         T, N = buf["logp"].shape
         amp_flat = buf["amp"].reshape(T * N, self.k, self.F)
-        win_idx = buf["win_idx"].reshape(-1)
-        pool, pool_rec = buf["pool"], buf["pool_recipe"]
-        self.push_replay(amp_flat, pool_rec[win_idx], lambda rows: pool[win_idx[rows]])
+        self.push_replay(amp_flat, buf["recipe"].reshape(T * N, 2))
         rew = buf["rewards"]
         nonfinite = stats.pop("_nonfinite")
         host = torch.stack(
@@ -860,7 +871,6 @@ class LlcTrainer:
         if same_envs:
             self.z = lat["z"].to(dev)
             self.env_recipe = lat["recipe"].to(dev)
-            self.env_win = self.windows(self.env_recipe[:, 0], self.env_recipe[:, 1], self.K)
             self.deadline = lat["deadline"].to(self.env_device)
             self.need_reset = lat["need_reset"].to(self.env_device)
             _load_env_state(self.env, state["env"])

@@ -59,11 +59,29 @@ class RunningMeanStd(nn.Module):
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
+    def _mean_std(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``sqrt(var + eps)`` cast to ``dtype``, cached until the statistics change.
+
+        The key holds the buffers' identity and in-place version counters, so ``update``, ``load_state_dict``,
+        ``.to()`` and any direct in-place write invalidate it: a rollout normalising every step pays for the float64
+        square root and casts once per statistics change, not once per call. The values are exactly those the
+        uncached expression gives.
+        """
+        m, v = self.mean, self.var
+        try:
+            key = (m.data_ptr(), v.data_ptr(), m._version, v._version, m.device, dtype)
+        except RuntimeError:  # inference tensors have no version counter: no cache
+            return m.to(dtype), torch.sqrt(v + self.eps).to(dtype)
+        cache = self.__dict__.get("_ms_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, m.to(dtype), torch.sqrt(v + self.eps).to(dtype))
+            self.__dict__["_ms_cache"] = cache
+        return cache[1], cache[2]
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / sqrt(var + eps)``, clamped to ``±clip``; differentiable in ``x``, same dtype as ``x``."""
         self._flat(x)  # shape check
-        mean = self.mean.to(x.dtype)
-        std = torch.sqrt(self.var + self.eps).to(x.dtype)
+        mean, std = self._mean_std(x.dtype)
         y = (x - mean) / std
         if self.clip is not None:
             y = y.clamp(-self.clip, self.clip)
@@ -72,7 +90,8 @@ class RunningMeanStd(nn.Module):
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize` without the clamp (used for the value normaliser)."""
         self._flat(y)
-        return y * torch.sqrt(self.var + self.eps).to(y.dtype) + self.mean.to(y.dtype)
+        mean, std = self._mean_std(y.dtype)
+        return y * std + mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(x)

@@ -142,7 +142,7 @@ def clip_grad_norm_if(params: Iterable[torch.nn.Parameter], max_norm: float, ena
 
 
 class MixedPrecision:
-    """Autocast (fp16) plus a GradScaler on CUDA; a transparent no-op on CPU or when disabled.
+    """Autocast (fp16 plus a GradScaler, or bf16 without one) on CUDA; a transparent no-op on CPU or when disabled.
 
     Usage per minibatch::
 
@@ -151,16 +151,19 @@ class MixedPrecision:
         grad_norm = mp.step(loss, optimizer, params, max_norm=1.0, clip=False)
     """
 
-    def __init__(self, device: torch.device | str, enabled: bool = True) -> None:
+    def __init__(self, device: torch.device | str, enabled: bool = True, dtype: torch.dtype = torch.float16) -> None:
         self.device = torch.device(device)
         self.enabled = bool(enabled) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled) if self.enabled else None
+        self.dtype = dtype
+        # bfloat16 has float32's exponent range: no loss scaling, hence no GradScaler and none of its host syncs
+        use_scaler = self.enabled and dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=True) if use_scaler else None
         self.skipped_steps = 0  # steps the scaler skipped because of inf/NaN gradients (logged by the trainer)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.enabled:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return torch.autocast(device_type="cuda", dtype=self.dtype)
 
     def step(
         self,
@@ -169,8 +172,10 @@ class MixedPrecision:
         params: Iterable[torch.nn.Parameter],
         max_norm: float = 1.0,
         clip: bool = False,
-    ) -> torch.Tensor:
-        """``zero_grad``, backward, (unscale), optional clip, optimiser step, scaler update. Returns the grad norm.
+        want_norm: bool = True,
+    ) -> torch.Tensor | None:
+        """``zero_grad``, backward, (unscale), optional clip, optimiser step, scaler update. Returns the grad norm
+        (None when ``want_norm`` is false and nothing is clipped: the norm is then not computed at all).
 
         With a scaler, a step whose gradients are inf/NaN is skipped (the returned norm is then inf or NaN), the
         scale is halved and ``skipped_steps`` counts it; the first few steps of a run are typically skipped while
@@ -180,12 +185,12 @@ class MixedPrecision:
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
-            norm = clip_grad_norm_if(params, max_norm, clip)
+            norm = clip_grad_norm_if(params, max_norm, clip) if (want_norm or clip) else None
             optimizer.step()
             return norm
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
-        norm = clip_grad_norm_if(params, max_norm, clip)
+        norm = clip_grad_norm_if(params, max_norm, clip) if (want_norm or clip) else None
         scale = self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()

@@ -175,6 +175,18 @@ class MotionLib:
         """(n,) long clip ids drawn by weight with replacement."""
         return torch.multinomial(self.clip_weights.float(), n, replacement=True, generator=generator).to(self.device)
 
+    def draw_clips(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) long clip ids drawn by weight with replacement, by inverse CDF of one uniform per draw.
+
+        The same distribution as :meth:`sample_clips` (a different random stream); a searchsorted, never a host
+        synchronisation, so batched samplers on CUDA (LLC latents, sync-free env resets) use it.
+        """
+        cdf = getattr(self, "_clip_cdf", None)
+        if cdf is None:
+            cdf = self._clip_cdf = torch.cumsum(self.clip_weights.double(), 0).to(self.device)
+        u = self._rand(n, generator).to(torch.float64) * cdf[-1]
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=self.num_clips - 1)
+
     def _rand(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         dev = generator.device if generator is not None else self.device
         return torch.rand(n, generator=generator, device=dev, dtype=self.dtype).to(self.device)

@@ -444,6 +444,98 @@ class HumanoidEnv:
         return self._obs
 
     @_serial
+    def reset_done_masked(self) -> torch.Tensor:
+        """`reset_done()` without host synchronisation: the same getup logic and start distribution, in masks.
+
+        Every env draws its random numbers (recovery, fall init, hybrid choice, fall-pool pick, motion clip and
+        time) whether it is done or not, and the new states are written with `set_state_where` (the gpu engine; the
+        cpu engine writes the masked rows with `set_state`). No `nonzero`, boolean indexing or `.item()` on the
+        device: on CUDA this runs inside a rollout loop without stalling it. It draws from the env's generators in
+        a different order than `reset_done()`, so the two give different (equally distributed) episodes. Motion
+        states are computed for every env on CUDA, and only for the motion-start envs on the CPU (where a
+        `nonzero` costs nothing); the random draws are the same either way. Returns the (N, 223) observations.
+        """
+        cfg, n, dev = self.cfg, self.num_envs, self.device
+        done = self.done
+        r_rec, r_fall, r_hyb = self._rand(n), self._rand(n), self._rand(n)
+        recover = done & self.terminated & (r_rec < cfg.recovery_episode_prob)
+        rest = done & ~recover
+        fall = rest & (r_fall < cfg.fall_init_prob)
+        rest = rest & ~fall
+        si = cfg.state_init
+        none = torch.zeros_like(rest)
+        if si == "hybrid":
+            motion = rest & (r_hyb < cfg.hybrid_init_prob)
+            default = rest & ~motion
+        elif si in ("random", "start"):
+            motion, default = rest, none
+        elif si == "default":
+            motion, default = none, rest
+        else:  # "fall"
+            motion, default, fall = none, none, fall | rest
+        start = fall | motion | default
+        qpos = self.backend.qpos.to(self.dtype).clone()
+        qvel = torch.zeros_like(self.backend.qvel, dtype=self.dtype)
+        char = torch.zeros((n, _NQ_CHAR), device=dev, dtype=self.dtype)
+        char[:, 2] = T.DEFAULT_ROOT_HEIGHT
+        char[:, 3] = 1.0  # wxyz identity
+        if cfg.fall_init_prob > 0 or si == "fall":
+            if self.fall_pool_qpos is None:
+                self.build_fall_pool(restore=True)
+            pool = self.fall_pool_qpos
+            pick = torch.randint(pool.shape[0], (n,), generator=self.generator, device=dev)
+            char = torch.where(fall[:, None], pool[pick], char)
+        demo = rows = None
+        ml = self.motion_lib
+        if si in _MOTION_INITS:
+            clips = ml.draw_clips(n, generator=self._motion_gen)
+            if si == "start":
+                times = torch.zeros(n, device=ml.device, dtype=ml.dtype)
+            else:
+                times = ml.sample_times(clips, generator=self._motion_gen)
+            if getattr(self, "_reset_subset", dev.type == "cpu"):  # the attribute: a test hook
+                rows = torch.nonzero(motion).flatten()
+        if si in _MOTION_INITS and (rows is None or rows.numel() > 0):
+            if rows is not None:
+                clips, times = clips[rows.to(clips.device)], times[rows.to(times.device)]
+            mq, mv = ml.mujoco_state(clips, times, height_offset=cfg.motion_height_offset)
+            d = ml.demo_windows(clips, times, self.history_length).to(device=dev, dtype=self.dtype)
+            mq, mv = mq.to(device=dev, dtype=self.dtype), mv.to(device=dev, dtype=self.dtype)
+            if rows is not None:  # scatter the motion rows back to full size
+                mq = char.index_put((rows,), mq)
+                mv = qvel[:, :_NV_CHAR].index_put((rows,), mv)
+                d = torch.zeros((n, *d.shape[1:]), device=dev, dtype=self.dtype).index_put((rows,), d)
+            char = torch.where(motion[:, None], mq, char)
+            qvel[:, :_NV_CHAR] = torch.where(motion[:, None], mv, qvel[:, :_NV_CHAR])
+            demo = d
+        qpos[:, :_NQ_CHAR] = char
+        set_where = getattr(self.backend, "set_state_where", None)
+        if set_where is not None:
+            set_where(start, qpos, qvel)
+        else:
+            ids = torch.nonzero(start).flatten()  # cpu engine: the env tensors live on the host
+            if ids.numel():
+                self.backend.set_state(ids, qpos[ids], qvel[ids])
+        obs, amp = self._features()
+        s1 = start[:, None]
+        # new tensors, not in-place writes: a StepResult handed out before the reset keeps its values
+        self._obs = torch.where(s1, obs, self._obs)
+        self._amp = torch.where(s1, amp, self._amp)
+        hist = torch.where(s1[:, :, None], amp.unsqueeze(1).expand(-1, self.history_length, -1), self._hist)
+        if demo is not None:
+            demo[:, 0] = amp
+            # demo step j (newest first) goes to ring slot (head - j) % H, i.e. slot s holds step (head - s) % H
+            hist = torch.where(motion[:, None, None], demo[:, self._slots(self.history_length)], hist)
+        self._hist = hist
+        cleared = start | recover
+        self.progress = torch.where(cleared, torch.zeros_like(self.progress), self.progress)
+        rc = torch.where(start, torch.zeros_like(self.recovery_counter), self.recovery_counter)
+        self.recovery_counter = torch.where(recover | fall, torch.full_like(rc, cfg.recovery_steps), rc)
+        self.terminated = self.terminated & ~cleared
+        self.truncated = self.truncated & ~cleared
+        return self._obs
+
+    @_serial
     def reset(self, env_ids: torch.Tensor | None = None, mode: str | None = None) -> torch.Tensor:
         """Start new episodes in `env_ids` (default all); returns the (N, 223) observations.
 
