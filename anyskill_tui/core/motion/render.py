@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from anyskill_tui.core.gl import ensure_headless_gl, prefer_egl_env
 from anyskill_tui.core.motion.clip import Clip
 
-if not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
+prefer_egl_env()
 
 __all__ = ["CameraSpec", "VIDEO_SUFFIXES", "render_frames", "write_video", "render_clip", "contact_sheet"]
 
@@ -36,29 +36,10 @@ class CameraSpec:
     lookat_height: float = 0.8
 
 
-def _ensure_headless_gl() -> None:
-    """Without a display, make sure MuJoCo renders through EGL even if mujoco was imported before MUJOCO_GL
-    was set (its GL backend is chosen at import time; GLFW cannot open a context without a display)."""
-    if os.environ.get("DISPLAY") or os.environ.get("MUJOCO_GL", "egl").lower() != "egl":
-        return
-    try:
-        from mujoco.rendering.classic import gl_context
-    except ImportError:  # pragma: no cover - older mujoco layouts
-        return
-    current = getattr(gl_context, "GLContext", None)
-    if current is not None and current.__module__.startswith("mujoco.egl"):
-        return
-    if os.environ.get("PYOPENGL_PLATFORM", "egl").lower() != "egl":
-        return
-    from mujoco.egl import GLContext
-
-    gl_context.GLContext = GLContext
-
-
 def _renderer(size: int):
     import mujoco
 
-    _ensure_headless_gl()
+    ensure_headless_gl()
 
     from anyskill_tui.core.character.model import load_model
 

@@ -26,22 +26,11 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 
+from anyskill_tui.core.gl import ensure_headless_gl, prefer_egl_env
 
-def _headless_linux() -> bool:
-    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _egl_available() -> bool:
-    import ctypes.util
-
-    return ctypes.util.find_library("EGL") is not None
-
-
-if _headless_linux() and "MUJOCO_GL" not in os.environ and _egl_available():
-    # headless: mujoco reads MUJOCO_GL once, at its import (and fails to import if EGL is asked for but absent)
-    os.environ["MUJOCO_GL"] = "egl"
+# headless: mujoco reads MUJOCO_GL once, at its import (and fails to import if EGL is asked for but absent)
+prefer_egl_env()
 
 import mujoco  # noqa: E402
 import mujoco.batch  # noqa: E402
@@ -77,22 +66,6 @@ def build_model(options: ModelOptions | None = None) -> mujoco.MjModel:
         s.intprm[1] = _CONTACT_REDUCE_MAXFORCE
         s.intprm[2] = 1
     return spec.compile()
-
-
-def _ensure_headless_gl() -> None:
-    """Use EGL when mujoco was imported without MUJOCO_GL on a Linux machine without a display."""
-    if not _headless_linux() or not _egl_available():
-        return
-    try:
-        from mujoco.rendering.classic import gl_context as glc
-    except ImportError:  # pragma: no cover - older layouts
-        return
-    if getattr(glc, "_MUJOCO_GL", "x") == "":
-        try:
-            from mujoco.egl import GLContext
-        except ImportError:  # pragma: no cover
-            return
-        glc.GLContext = GLContext
 
 
 class CpuBackend(SimBackend):
@@ -241,7 +214,7 @@ class CpuBackend(SimBackend):
             self._render_model.cam_fovy[self._track_cam] = camera.fovy_deg
             return
         self.close_renderer()
-        _ensure_headless_gl()
+        ensure_headless_gl()
         rm = copy.copy(self.model)
         rm.vis.global_.offwidth = max(int(rm.vis.global_.offwidth), size[1])
         rm.vis.global_.offheight = max(int(rm.vis.global_.offheight), size[0])
