@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from anyskill_tui.core.character import tables as T
+from anyskill_tui.core.device_cache import index_tensor
 from anyskill_tui.core.motion.quat import (
     heading_quat_inv,
     quat_conjugate,
@@ -61,8 +62,8 @@ def joint_local_state(body_rot: torch.Tensor, body_angvel: torch.Tensor) -> tupl
     Returns local_rot (..., 12, 4) = q_parent⁻¹ ⊗ q_child and local_angvel (..., 12, 3) = R_childᵀ(ω_child −
     ω_parent) (the child's angular velocity relative to its parent, in the child frame), joints in tables order.
     """
-    child = list(JOINT_BODY_IDS)
-    parent = list(JOINT_PARENT_IDS)
+    child = index_tensor(JOINT_BODY_IDS, body_rot.device)
+    parent = index_tensor(JOINT_PARENT_IDS, body_rot.device)
     q_c = body_rot[..., child, :]
     q_p = body_rot[..., parent, :]
     local_rot = quat_mul(quat_conjugate(q_p), q_c)
@@ -83,7 +84,7 @@ def dof_vel_obs(local_angvel: torch.Tensor) -> torch.Tensor:
     3-DoF joints contribute their full child-frame 3-vector, 1-DoF (y-hinge) joints its y component.
     """
     flat = local_angvel.reshape(local_angvel.shape[:-2] + (T.NUM_JOINTS * 3,))
-    return flat[..., _DOF_FLAT]
+    return flat[..., index_tensor(_DOF_FLAT, flat.device)]
 
 
 def amp_obs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from anyskill_tui.core.character import tables as T
+from anyskill_tui.core.device_cache import const_tensor, index_tensor
 from anyskill_tui.core.motion.quat import quat_conjugate, quat_mul, quat_rotate
 
 __all__ = ["forward_kinematics", "local_to_global_rot", "global_to_local_rot", "local_translation"]
@@ -18,7 +19,7 @@ __all__ = ["forward_kinematics", "local_to_global_rot", "global_to_local_rot", "
 
 def local_translation(device=None, dtype=torch.float32) -> torch.Tensor:
     """(15, 3) body offsets from their parents (tables.LOCAL_TRANSLATION) as a tensor."""
-    return torch.as_tensor(T.LOCAL_TRANSLATION, device=device, dtype=dtype)
+    return const_tensor("local_translation", T.LOCAL_TRANSLATION, device or "cpu", dtype)
 
 
 def local_to_global_rot(local_rot: torch.Tensor) -> torch.Tensor:
@@ -31,7 +32,7 @@ def local_to_global_rot(local_rot: torch.Tensor) -> torch.Tensor:
 
 def global_to_local_rot(global_rot: torch.Tensor) -> torch.Tensor:
     """Global body rotations (..., 15, 4) -> local rotations (..., 15, 4) (root unchanged)."""
-    parents = torch.tensor(T.PARENT_INDICES[1:], device=global_rot.device)
+    parents = index_tensor(T.PARENT_INDICES[1:], global_rot.device)
     parent_rot = global_rot[..., parents, :]
     rest = quat_mul(quat_conjugate(parent_rot), global_rot[..., 1:, :])
     return torch.cat((global_rot[..., :1, :], rest), dim=-2)

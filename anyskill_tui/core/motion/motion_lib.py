@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from anyskill_tui.core.character import tables as T
+from anyskill_tui.core.device_cache import index_tensor
 from anyskill_tui.core.motion import features as F
 from anyskill_tui.core.motion.clip import compute_velocities
 from anyskill_tui.core.motion.dataset import MotionDataset
@@ -222,7 +223,7 @@ class MotionLib:
         root_pos = (1.0 - b) * self._root_pos[g0] + b * self._root_pos[g1]
         local_rot = slerp(self._local_rot[g0], self._local_rot[g1], b)
         body_pos, body_rot = forward_kinematics(root_pos, local_rot)
-        jb = list(F.JOINT_BODY_IDS)
+        jb = index_tensor(F.JOINT_BODY_IDS, local_rot.device)
         return MotionState(
             root_pos=root_pos,
             root_rot=local_rot[:, 0],
@@ -235,7 +236,7 @@ class MotionLib:
             body_angvel=self._body_angvel[g0],
             joint_local_rot=local_rot[:, jb],
             joint_local_angvel=self._local_angvel[g0][:, jb],
-            key_pos=body_pos[:, list(T.KEY_BODY_IDS)],
+            key_pos=body_pos[:, index_tensor(T.KEY_BODY_IDS, body_pos.device)],
         )
 
     def mujoco_state(
@@ -273,17 +274,18 @@ class MotionLib:
         qpos[:, :3] = s.root_pos
         qpos[:, 2] += height_offset
         qpos[:, 3:7] = xyzw_to_wxyz(s.root_rot)
-        q3 = s.joint_local_rot[:, _J3]  # (n, 8, 4)
+        j3, j1 = index_tensor(_J3, dev), index_tensor(_J1, dev)
+        q3 = s.joint_local_rot[:, j3]  # (n, 8, 4)
         e3 = quat_to_euler_xyz(q3, self._j3_lower.to(dt), self._j3_upper.to(dt))  # (n, 8, 3)
-        q1 = s.joint_local_rot[:, _J1]  # (n, 4, 4)
+        q1 = s.joint_local_rot[:, j1]  # (n, 4, 4)
         a1 = wrap_angle(2.0 * torch.atan2(q1[..., 1], q1[..., 3]))
         qpos[:, 7 + self._j3_dofs] = e3.reshape(n, -1)
         qpos[:, 7 + self._j1_dofs] = a1
         qvel[:, :3] = s.root_vel
         qvel[:, 3:6] = quat_rotate_inverse(s.root_rot, s.root_angvel)
-        r3 = local_angvel_to_euler_xyz_rates(e3, s.joint_local_angvel[:, _J3], damping=rate_damping, singular_cos=0.1)
+        r3 = local_angvel_to_euler_xyz_rates(e3, s.joint_local_angvel[:, j3], damping=rate_damping, singular_cos=0.1)
         qvel[:, 6 + self._j3_dofs] = r3.reshape(n, -1)
-        qvel[:, 6 + self._j1_dofs] = s.joint_local_angvel[:, _J1, 1]
+        qvel[:, 6 + self._j1_dofs] = s.joint_local_angvel[:, j1, 1]
         return qpos, qvel
 
     # ------------------------------------------------------------------------------------------ AMP demos

@@ -268,11 +268,15 @@ def quat_from_matrix(m: torch.Tensor) -> torch.Tensor:
 
 def wxyz_to_xyzw(q: torch.Tensor) -> torch.Tensor:
     """MuJoCo order (..., 4) w,x,y,z -> our order x,y,z,w. Works on numpy arrays too."""
+    if isinstance(q, torch.Tensor):
+        return torch.cat((q[..., 1:], q[..., :1]), dim=-1)
     return q[..., [1, 2, 3, 0]]
 
 
 def xyzw_to_wxyz(q: torch.Tensor) -> torch.Tensor:
     """Our order (..., 4) x,y,z,w -> MuJoCo order w,x,y,z. Works on numpy arrays too."""
+    if isinstance(q, torch.Tensor):
+        return torch.cat((q[..., 3:], q[..., :3]), dim=-1)
     return q[..., [3, 0, 1, 2]]
 
 
