@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,9 @@ from anyskill_tui.paths import configs_dir
 
 if TYPE_CHECKING:
     from anyskill_tui.core.learn.calm import CalmLossCoeffs
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ConfigError(UserError):
@@ -230,32 +233,49 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | None
     return out
 
 
-def llc_config_from_dict(
-    data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
-) -> LlcConfig:
-    """Validate plain data into an :class:`LlcConfig`; ``source`` names the origin in error messages."""
+def validate_config(
+    model: type[_M],
+    data: Mapping[str, Any] | None,
+    source: str = "<config>",
+    overrides: Mapping[str, Any] | None = None,
+    drop_keys: tuple[str, ...] = (),
+) -> _M:
+    """Validate plain data (a YAML mapping or a run's stored config) into the pydantic ``model``, after
+    dropping ``drop_keys`` and applying dotted ``overrides``; errors are one ConfigError naming ``source``."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    clean = {k: v for k, v in data.items() if k not in drop_keys}
     try:
-        return LlcConfig.model_validate(apply_overrides(data, overrides))
+        return model.model_validate(apply_overrides(clean, overrides))
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_llc_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> LlcConfig:
-    """Read an LLC config YAML (default: the shipped ``configs/llc.yaml``); missing keys take spec defaults."""
-    path = Path(path) if path is not None else default_llc_config_path()
+def read_yaml_config(path: Path) -> Any:
+    """The parsed YAML of a config file; unreadable files and YAML errors (with their line) are ConfigErrors."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}{where}: {problem}") from None
-    return llc_config_from_dict(data, source=str(path), overrides=overrides)
+
+
+def llc_config_from_dict(
+    data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
+) -> LlcConfig:
+    """Validate plain data into an :class:`LlcConfig`; ``source`` names the origin in error messages."""
+    return validate_config(LlcConfig, data, source, overrides)
+
+
+def load_llc_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> LlcConfig:
+    """Read an LLC config YAML (default: the shipped ``configs/llc.yaml``); missing keys take spec defaults."""
+    path = Path(path) if path is not None else default_llc_config_path()
+    return llc_config_from_dict(read_yaml_config(path), source=str(path), overrides=overrides)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from anyskill_tui.core.learn.config import ConfigError, _format_errors, apply_overrides
+from anyskill_tui.core.learn.config import ConfigError, read_yaml_config, validate_config
 from anyskill_tui.paths import configs_dir
 
 __all__ = [
@@ -237,32 +237,13 @@ def skill_config_from_dict(
     data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
 ) -> SkillConfig:
     """Validate plain data (a YAML mapping or a run's stored config) into a :class:`SkillConfig`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
-    clean = {k: v for k, v in data.items() if k not in _RUN_KEYS}
-    try:
-        return SkillConfig.model_validate(apply_overrides(clean, overrides))
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+    return validate_config(SkillConfig, data, source, overrides, drop_keys=_RUN_KEYS)
 
 
 def load_skill_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SkillConfig:
     """Read a skill config YAML (default: the shipped ``configs/skill.yaml``); missing keys take spec defaults."""
     path = Path(path) if path is not None else default_skill_config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{where}: {problem}") from None
-    return skill_config_from_dict(data, source=str(path), overrides=overrides)
+    return skill_config_from_dict(read_yaml_config(path), source=str(path), overrides=overrides)
 
 
 # ------------------------------------------------------------------------------------------------ proxy
@@ -321,26 +302,10 @@ def default_proxy_config_path() -> Path:
 def proxy_config_from_dict(
     data: Mapping[str, Any] | None, source: str = "<config>", overrides: Mapping[str, Any] | None = None
 ) -> ProxyConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
-    clean = {k: v for k, v in data.items() if k not in _RUN_KEYS}
-    try:
-        return ProxyConfig.model_validate(apply_overrides(clean, overrides))
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+    return validate_config(ProxyConfig, data, source, overrides, drop_keys=_RUN_KEYS)
 
 
 def load_proxy_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> ProxyConfig:
     """Read a proxy config YAML (default: the shipped ``configs/proxy.yaml``)."""
     path = Path(path) if path is not None else default_proxy_config_path()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: {getattr(err, 'problem', None) or 'invalid YAML'}") from None
-    return proxy_config_from_dict(data, source=str(path), overrides=overrides)
+    return proxy_config_from_dict(read_yaml_config(path), source=str(path), overrides=overrides)
