@@ -54,6 +54,14 @@ async def until(pilot, cond: Callable[[], bool], timeout: float = 10.0, what: st
         await pilot.pause(0.05)
 
 
+async def open_motions_with_starter_clips(pilot, app) -> None:
+    """From the ready library, open the Motions screen and wait for the shipped starter clips."""
+    await until(pilot, lambda: getattr(app.screen, "ready", False))
+    await pilot.press("ctrl+o")
+    await until(pilot, lambda: type(app.screen).__name__ == "MotionsScreen")
+    await until(pilot, lambda: len(app.screen.clips) >= 10, what="starter clips")
+
+
 def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(coro_fn())
 
@@ -292,10 +300,7 @@ def test_motions_screen_opens_the_llc_dialog_on_its_dataset(ws) -> None:
     async def go() -> None:
         app = make_app(ws)
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: getattr(app.screen, "ready", False))
-            await pilot.press("ctrl+o")
-            await until(pilot, lambda: type(app.screen).__name__ == "MotionsScreen")
-            await until(pilot, lambda: len(app.screen.clips) >= 10, what="starter clips")
+            await open_motions_with_starter_clips(pilot, app)
             await pilot.press("t")
             await until(pilot, lambda: type(app.screen).__name__ == "TrainDialog")
             dlg = app.screen
@@ -412,10 +417,7 @@ def test_replay_of_a_starter_clip_from_motions(ws, monkeypatch: pytest.MonkeyPat
     async def go() -> None:
         app = make_app(ws)
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: getattr(app.screen, "ready", False))
-            await pilot.press("ctrl+o")
-            await until(pilot, lambda: type(app.screen).__name__ == "MotionsScreen")
-            await until(pilot, lambda: len(app.screen.clips) >= 10, what="starter clips")
+            await open_motions_with_starter_clips(pilot, app)
             await pilot.press("p")
             await until(pilot, lambda: type(app.screen).__name__ == "ReplayScreen")
             scr = app.screen

@@ -76,3 +76,20 @@ def print_json(obj: Any) -> None:
 def short_time(iso: str | None) -> str:
     """An ISO timestamp as ``YYYY-MM-DD HH:MM`` (UTC) for tables."""
     return "" if not iso else iso[:16].replace("T", " ")
+
+
+def print_fields(d: dict[str, Any], keys: tuple[str, ...], extra: tuple[tuple[str, str], ...] = ()) -> Console:
+    """Print `key  value` rows of `d` for `keys` (None values skipped, lists joined), then `extra` rows, on the
+    stdout console; returns that console for what the caller prints next."""
+    from rich.table import Table
+
+    con = out_console()
+    grid = Table.grid(padding=(0, 2))
+    for key in keys:
+        val = d.get(key)
+        if val is not None:
+            grid.add_row(key, ", ".join(map(str, val)) if isinstance(val, list) else str(val))
+    for key, val in extra:
+        grid.add_row(key, val)
+    con.print(grid)
+    return con

@@ -92,11 +92,9 @@ def show(
 
     from rich.table import Table
 
-    from anyskill_tui.commands._common import out_console
+    from anyskill_tui.commands._common import print_fields
 
-    con = out_console()
-    grid = Table.grid(padding=(0, 2))
-    for key in (
+    keys = (
         "id",
         "kind",
         "engine",
@@ -113,11 +111,9 @@ def show(
         "ended_at",
         "heartbeat_at",
         "error",
-    ):
-        if d[key] is not None:
-            grid.add_row(key, str(d[key]))
-    grid.add_row("config", json.dumps(d["config"], sort_keys=True) if d["config"] else "{}")
-    con.print(grid)
+    )
+    config = json.dumps(d["config"], sort_keys=True) if d["config"] else "{}"
+    con = print_fields(d, keys, extra=(("config", config),))
     if ckpts:
         t = Table(title="checkpoints", show_edge=False)
         for c in ("id", "step", "path", "metrics", "created"):

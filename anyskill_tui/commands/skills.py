@@ -136,14 +136,9 @@ def show(
         return
     from rich.table import Table
 
-    from anyskill_tui.commands._common import out_console
+    from anyskill_tui.commands._common import print_fields
 
-    con = out_console()
-    grid = Table.grid(padding=(0, 2))
-    for key in ("id", "text", "weight", "tags", "status", "notes", "created_at", "updated_at"):
-        val = d[key]
-        grid.add_row(key, ", ".join(val) if isinstance(val, list) else str(val))
-    con.print(grid)
+    con = print_fields(d, ("id", "text", "weight", "tags", "status", "notes", "created_at", "updated_at"))
     if runs:
         t = Table(title="runs", show_edge=False)
         for c in ("id", "kind", "engine", "status", "created"):

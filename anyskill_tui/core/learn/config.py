@@ -34,11 +34,20 @@ class ConfigError(UserError):
 Widths = tuple[Annotated[int, Field(ge=1)], ...]
 
 
-class _Section(BaseModel):
+class ConfigSection(BaseModel):
+    """A config section: unknown keys are errors, values are immutable once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) for writing a run's resolved config."""
+        return self.model_dump(mode="json")
 
-class EnvConfig(_Section):
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+class EnvConfig(ConfigSection):
     """The ``HumanoidAMPGetup`` environment (spec §4.6)."""
 
     num_envs: int = Field(1024, ge=1)
@@ -63,7 +72,7 @@ class EnvConfig(_Section):
         return self
 
 
-class NetworkConfig(_Section):
+class NetworkConfig(ConfigSection):
     """Network sizes (spec §4.1)."""
 
     obs_dim: int = Field(223, ge=1)
@@ -79,7 +88,7 @@ class NetworkConfig(_Section):
     log_std: float = Field(-2.9, description="fixed, not learned")
 
 
-class PPOConfig(_Section):
+class PPOConfig(ConfigSection):
     """PPO settings (spec §4.4–4.5, §4.7)."""
 
     horizon_length: int = Field(32, ge=1)
@@ -112,7 +121,7 @@ class PPOConfig(_Section):
         return self
 
 
-class CalmConfig(_Section):
+class CalmConfig(ConfigSection):
     """CALM specifics: buffers, conditional discriminator, encoder, latent schedule (spec §4.2–4.5)."""
 
     demo_buffer_size: int = Field(50_000, ge=1)
@@ -145,7 +154,7 @@ class CalmConfig(_Section):
         return self
 
 
-class LlcConfig(_Section):
+class LlcConfig(ConfigSection):
     """The whole LLC training config, one section per concern."""
 
     seed: int = 0
@@ -191,13 +200,6 @@ class LlcConfig(_Section):
             disc_reward_scale=c.disc_reward_scale,
             enc_uniformity_weight=c.enc_uniformity_weight,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, not tuples) for writing the resolved config of a run."""
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def default_llc_config_path() -> Path:

@@ -22,10 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from anyskill_tui.core.learn.config import ConfigError, read_yaml_config, validate_config
+from anyskill_tui.core.learn.config import ConfigError, ConfigSection, read_yaml_config, validate_config
 from anyskill_tui.paths import configs_dir
 
 __all__ = [
@@ -43,11 +42,7 @@ __all__ = [
 Widths = tuple[Annotated[int, Field(ge=1)], ...]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraSection(_Section):
+class CameraSection(ConfigSection):
     """The tracking camera (``anyskill_tui.core.sim.backend.CameraSpec``)."""
 
     width: int = Field(224, ge=8)
@@ -59,7 +54,7 @@ class CameraSection(_Section):
     fovy_deg: float = Field(45.0, gt=0.0, lt=180.0)
 
 
-class SkillEnvSection(_Section):
+class SkillEnvSection(ConfigSection):
     """The HLC environment (spec §5.7): 50-step episodes from the default state, termination 0.05 m."""
 
     num_envs: int = Field(1024, ge=1)
@@ -76,14 +71,14 @@ class SkillEnvSection(_Section):
     camera: CameraSection = CameraSection()
 
 
-class LlcSection(_Section):
+class LlcSection(ConfigSection):
     """The frozen low-level controller."""
 
     path: str | None = Field(None, description="LLC checkpoint (null: the CLI resolves one)")
     steps: int = Field(5, ge=1, description="LLC steps per HLC decision (llc_steps)")
 
 
-class SkillNetworkSection(_Section):
+class SkillNetworkSection(ConfigSection):
     """HLC networks (spec §5.2)."""
 
     obs_dim: int = Field(223, ge=1)
@@ -93,7 +88,7 @@ class SkillNetworkSection(_Section):
     log_std: float = Field(-2.3, description="fixed, not learned")
 
 
-class SkillPPOSection(_Section):
+class SkillPPOSection(ConfigSection):
     """PPO settings (spec §5.8)."""
 
     horizon_length: int = Field(4, ge=1, description="HLC steps per env per epoch")
@@ -117,7 +112,7 @@ class SkillPPOSection(_Section):
     save_frequency: int = Field(50, ge=1)
 
 
-class RewardSection(_Section):
+class RewardSection(ConfigSection):
     """R = task_w·mean_t(clip_scale·cos(f_img, g_prompt)) + style_w·max_j (cos(â, e_j)+1)/2 (spec §5.1, §5.4)."""
 
     mode: Literal["render", "proxy"] = "render"
@@ -139,7 +134,7 @@ class RewardSection(_Section):
         return self
 
 
-class ClipSection(_Section):
+class ClipSection(ConfigSection):
     """Mirror of ``anyskill_tui.core.reward.clip.ClipConfig`` (kept torch-free here)."""
 
     model: str = "ViT-B-32"
@@ -151,12 +146,12 @@ class ClipSection(_Section):
     cache_dir: str | None = None
 
 
-class PromptItem(_Section):
+class PromptItem(ConfigSection):
     text: str = Field(min_length=1)
     weight: float = Field(1.0, ge=0.0)
 
 
-class PromptSchedule(_Section):
+class PromptSchedule(ConfigSection):
     """Each env draws a prompt by weight at start and every randint(min, max) LLC steps (spec §5.3)."""
 
     resample_min: int = Field(32, ge=1)
@@ -169,7 +164,7 @@ class PromptSchedule(_Section):
         return self
 
 
-class EvalSection(_Section):
+class EvalSection(ConfigSection):
     """The end-of-training evaluation: a deterministic rollout of ``num_envs`` envs for one episode."""
 
     num_envs: int = Field(16, ge=1)
@@ -178,7 +173,7 @@ class EvalSection(_Section):
     )
 
 
-class SkillConfig(_Section):
+class SkillConfig(ConfigSection):
     """The whole skill training config."""
 
     seed: int = 0
@@ -212,13 +207,6 @@ class SkillConfig(_Section):
     def llc_steps_per_epoch(self) -> int:
         return self.batch_size * self.llc.steps
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, not tuples) for a run's resolved config."""
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def default_skill_config_path() -> Path:
     return configs_dir() / "skill.yaml"
@@ -249,7 +237,7 @@ def load_skill_config(path: str | Path | None = None, overrides: Mapping[str, An
 # ------------------------------------------------------------------------------------------------ proxy
 
 
-class ProxyDataSection(_Section):
+class ProxyDataSection(ConfigSection):
     """Which states the proxy learns from (rendered with the skill camera, CLIP-encoded)."""
 
     motion_states: int = Field(20_000, ge=0, description="MotionLib states at random clip times")
@@ -260,7 +248,7 @@ class ProxyDataSection(_Section):
     holdout: float = Field(0.15, gt=0.0, lt=0.9, description="share of states held out for the report")
 
 
-class ProxyTrainSection(_Section):
+class ProxyTrainSection(ConfigSection):
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -268,7 +256,7 @@ class ProxyTrainSection(_Section):
     save_frequency: int = Field(50, ge=1)
 
 
-class ProxyConfig(_Section):
+class ProxyConfig(ConfigSection):
     """``configs/proxy.yaml``: data collection, the MLP and its fit (anyskill_tui/core/reward/proxy_train.py)."""
 
     seed: int = 0
@@ -290,9 +278,6 @@ class ProxyConfig(_Section):
         if self.data.motion_states + self.data.rollout_states < 10:
             raise ValueError("data.motion_states: need at least 10 states in all (motion + rollout)")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 def default_proxy_config_path() -> Path:
