@@ -157,6 +157,46 @@ def _sync_audit(tr) -> dict:
     return out
 
 
+def _profile(tr, top: int = 25) -> dict:
+    """One epoch under ``torch.profiler``: per phase (rollout, update) the device time, the number of kernels
+    launched, and the ops with the most device time (self time, with their call counts)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if tr.device.type == "cuda" else [])
+    out: dict = {}
+    for phase in ("rollout", "update"):
+        buf = tr.rollout() if phase == "update" else None
+        if buf is not None:
+            buf["rewards"] = tr.rewards(buf)
+        tr._sync()
+        t = time.monotonic()
+        with profile(activities=acts) as prof:
+            if phase == "rollout":
+                tr.rollout()
+            else:
+                tr.update(buf)
+            tr._sync()
+        wall = time.monotonic() - t
+        events = prof.key_averages()
+        dev_attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+        kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+        rows = sorted(events, key=lambda e: -getattr(e, dev_attr, 0.0))[:top]
+        out[phase] = {
+            "wall_s": wall,
+            "device_time_s": sum(getattr(e, dev_attr, 0.0) for e in events) / 1e6,
+            "kernels": len(kernels),
+            "aten_ops": sum(1 for e in prof.events() if e.name.startswith("aten::")),
+            "top_ops": [
+                {"op": e.key[:80], "calls": e.count, "device_ms": getattr(e, dev_attr, 0.0) / 1e3}
+                for e in rows
+                if getattr(e, dev_attr, 0.0) > 0
+            ],
+        }
+        log(f"  profile {phase}: wall {wall:.3f}s, device {out[phase]['device_time_s']:.3f}s, {len(kernels)} kernels, {out[phase]['aten_ops']} aten ops")
+    return out
+
+
 def throughput_at(args, envs: int, deadline: float) -> dict:
     """Warm-up + timed epochs of the full LLC epoch at ``envs`` envs; stops early (recorded) at ``deadline``."""
     import torch
@@ -221,6 +261,8 @@ def throughput_at(args, envs: int, deadline: float) -> dict:
             res["sim_alone_s_per_step"] = _sim_alone(tr)
         if cuda and args.sync_audit and time.monotonic() + 3 * res.get("epoch_s", 5.0) < deadline:
             res["sync_audit"] = _sync_audit(tr)
+        if args.profile and time.monotonic() + 4 * res.get("epoch_s", 5.0) < deadline:
+            res["profile"] = _profile(tr)
     finally:
         del tr
         if cuda:
@@ -406,6 +448,7 @@ def main() -> int:
     )
     ap.add_argument("--bench-envs2", type=int, default=8192, help="second env count of --throughput-only (0: none)")
     ap.add_argument("--no-sync-audit", dest="sync_audit", action="store_false", help="skip the host-sync audit epoch")
+    ap.add_argument("--profile", action="store_true", help="profile one rollout and one update (torch.profiler)")
     ap.add_argument(
         "--anyskill-minibatch", action="store_true", help="minibatch 4096 / D rows 1024 (AnySkill) even at 4,096 envs"
     )

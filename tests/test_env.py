@@ -234,6 +234,54 @@ def test_init_fractions(wave_lib):
     env.close()
 
 
+@pytest.mark.parametrize("subset", [True, False], ids=["cpu-rows", "motion-pool"])
+def test_masked_reset_restarts_only_done_envs_with_the_init_mix(wave_lib, subset):
+    """`reset_done_masked` (the sync-free reset of LLC rollouts): done envs restart with the configured mix of
+    starts, motion starts are exact clip states with their AMP history (also when picked from the motion-start
+    pool, the GPU path), and envs that are not done keep their state."""
+    n = 192
+    env = make_env(
+        n, motion_lib=wave_lib, state_init="hybrid", hybrid_init_prob=0.5, fall_init_prob=0.0, dtype="float64", seed=3
+    )
+    env._reset_subset = subset
+    env.cfg.motion_pool_size, env.cfg.motion_pool_refresh = 32, 2
+    env.step(ZERO.expand(n, -1).to(env.dtype))
+    drawn = []  # every (clip ids, times) the env draws motion starts from
+    draw = env._draw_motion_starts
+    env._draw_motion_starts = lambda k: drawn.append(draw(k)) or drawn[-1]
+    qpos0, hist0 = env.backend.qpos.clone(), env.amp_obs_history(60).clone()
+    done = torch.zeros(n, dtype=torch.bool)
+    done[::2] = True
+    env.truncated = done.clone()
+    env.reset_done_masked()
+    q = env.backend.qpos
+    # not done: untouched state and history
+    torch.testing.assert_close(q[~done], qpos0[~done], atol=0, rtol=0)
+    torch.testing.assert_close(env.amp_obs_history(60)[~done], hist0[~done], atol=0, rtol=0)
+    assert not env.done.any() and (env.progress[done] == 0).all()
+    default = done & (q[:, 7:] == 0).all(-1) & (q[:, 2] == T.DEFAULT_ROOT_HEIGHT)
+    motion = done & ~default
+    assert 0.3 < motion[done].float().mean().item() < 0.7  # hybrid_init_prob 0.5 of 96 restarts
+    # each motion start is exactly one of the drawn clip states, with that state's AMP history
+    ids, times = (torch.cat(x) for x in zip(*drawn, strict=True))
+    assert len(drawn) == 1 and ids.numel() == (motion.sum().item() if subset else 32)
+    mq, _ = wave_lib.mujoco_state(ids, times)
+    hist = env.amp_obs_history(60).reshape(n, 60, 125)
+    for i in torch.nonzero(motion).flatten().tolist():
+        j = int((mq - q[i]).abs().sum(-1).argmin())
+        torch.testing.assert_close(q[i], mq[j], atol=1e-12, rtol=0)
+        demo = wave_lib.demo_windows(ids[j : j + 1], times[j : j + 1], 60)[0]
+        torch.testing.assert_close(hist[i], demo, atol=1e-5, rtol=0)
+    if not subset:
+        assert env.motion_pool[0].shape == (32,) and env.motion_pool_calls == 1
+        first = env.motion_pool[1].clone()
+        env.reset_done_masked()
+        assert torch.equal(env.motion_pool[1], first) and env.motion_pool_calls == 2  # kept for 2 calls
+        env.reset_done_masked()
+        assert not torch.equal(env.motion_pool[1], first) and env.motion_pool_calls == 1  # then redrawn
+    env.close()
+
+
 # ------------------------------------------------------------------------------------------------ motion
 
 

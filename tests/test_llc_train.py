@@ -67,17 +67,26 @@ def _weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_exact_resume_equals_uninterrupted(tmp_path, two_clips):
+@pytest.mark.parametrize("motion_pool", [False, True], ids=["cpu-resets", "motion-pool"])
+def test_exact_resume_equals_uninterrupted(tmp_path, two_clips, motion_pool, monkeypatch):
+    """Also with the gpu path's motion-start pool (redrawn every 3 steps, so a resume lands inside a pool)."""
+    if motion_pool:
+        from anyskill_tui.core.sim.env import HumanoidEnv
+
+        monkeypatch.setattr(HumanoidEnv, "_reset_subset", False, raising=False)
+    over = {"env.motion_pool_refresh": 3, "env.motion_pool_size": 8}
     a, b = tmp_path / "a", tmp_path / "b"
-    ctx = _ctx(a, _rc(two_clips, 4))
+    ctx = _ctx(a, _rc(two_clips, 4, **over))
     train_llc(ctx)
     ctx.close()
     # the same run, stopped after 2 epochs and resumed
-    ctx = _ctx(b, _rc(two_clips, 2))
+    ctx = _ctx(b, _rc(two_clips, 2, **over))
     train_llc(ctx)
     ctx.close()
     ckpt2 = latest_checkpoint(b)
-    ctx = _ctx(b, _rc(two_clips, 4), resume=ckpt2)
+    if motion_pool:
+        assert load_checkpoint(ckpt2)["env"]["motion_pool_calls"] not in (0, 3)  # mid-pool
+    ctx = _ctx(b, _rc(two_clips, 4, **over), resume=ckpt2)
     train_llc(ctx)
     ctx.close()
     wa, wb = _weights(latest_checkpoint(a)), _weights(latest_checkpoint(b))

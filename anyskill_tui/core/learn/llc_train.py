@@ -230,6 +230,10 @@ def _env_state(env) -> dict[str, Any]:
     out["backend"] = _backend_state(env.backend)
     out["generator"] = env.generator.get_state()
     out["motion_generator"] = None if env._motion_gen is None else env._motion_gen.get_state()
+    # the motion-start pool by its draws (clip ids, times): its states are recomputed on load
+    pool = env.motion_pool
+    out["motion_pool"] = None if pool is None else tuple(t.detach().cpu().clone() for t in pool)
+    out["motion_pool_calls"] = int(env.motion_pool_calls)
     return out
 
 
@@ -244,6 +248,10 @@ def _load_env_state(env, state: Mapping[str, Any]) -> None:
     env.generator.set_state(state["generator"])
     if env._motion_gen is not None and state["motion_generator"] is not None:
         env._motion_gen.set_state(state["motion_generator"])
+    pool = state.get("motion_pool")  # absent in checkpoints before the pool: drawn afresh at the next reset
+    if pool is not None and env.motion_lib is not None:
+        dev = env.motion_lib.device
+        env.set_motion_pool(pool[0].to(dev), pool[1].to(dev), calls=state.get("motion_pool_calls", 0))
 
 
 # ---------------------------------------------------------------------------------------------------------- demo bank
@@ -373,6 +381,8 @@ class LlcTrainer:
             fall_init_prob=e.fall_init_prob,
             num_amp_obs_steps=e.num_amp_obs_steps,
             num_enc_obs_steps=e.num_amp_enc_obs_steps,
+            motion_pool_size=e.motion_pool_size,
+            motion_pool_refresh=e.motion_pool_refresh,
         )
         env_dev = "cuda" if engine == "gpu" else "cpu"
         self.motion_lib = MotionLib(dataset, device=env_dev)

@@ -93,6 +93,10 @@ class EnvConfig:
     fall_pool_steps: int = 75
     num_amp_obs_steps: int = 10
     num_enc_obs_steps: int = 60
+    #: motion starts of the sync-free reset (`reset_done_masked`, the gpu path) are picked from a pool of this many
+    #: pre-drawn motion states (0: num_envs), redrawn every `motion_pool_refresh` calls (1: every call)
+    motion_pool_size: int = 0
+    motion_pool_refresh: int = 8
     camera: CameraSpec = field(default_factory=CameraSpec)
 
     @property
@@ -141,6 +145,11 @@ class EnvConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.episode_length < 2:
             raise ValueError(f"episode_length must be >= 2, got {self.episode_length}")
+        if self.motion_pool_size < 0 or self.motion_pool_refresh < 1:
+            raise ValueError(
+                f"motion_pool_size must be >= 0 and motion_pool_refresh >= 1, got {self.motion_pool_size} and "
+                f"{self.motion_pool_refresh}"
+            )
 
 
 def load_env_config(path: str | Path | None = None, **overrides: Any) -> EnvConfig:
@@ -281,6 +290,12 @@ class HumanoidEnv:
         self._all_ids = torch.arange(n, device=dev)
 
         self.fall_pool_qpos: torch.Tensor | None = None
+        #: the motion-start pool of `reset_done_masked`: clip ids (P,) and times (P,) of its states; the states
+        #: themselves (qpos (P, 35), qvel (P, 34), AMP history (P, H, 125)) are computed from them
+        self.motion_pool: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._motion_pool_states: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: `reset_done_masked` calls since the pool was drawn
+        self.motion_pool_calls = 0
         if cfg.fall_init_prob > 0 or cfg.state_init == "fall":
             self.build_fall_pool(restore=False)
         self.reset()
@@ -452,8 +467,8 @@ class HumanoidEnv:
         cpu engine writes the masked rows with `set_state`). No `nonzero`, boolean indexing or `.item()` on the
         device: on CUDA this runs inside a rollout loop without stalling it. It draws from the env's generators in
         a different order than `reset_done()`, so the two give different (equally distributed) episodes. Motion
-        states are computed for every env on CUDA, and only for the motion-start envs on the CPU (where a
-        `nonzero` costs nothing); the random draws are the same either way. Returns the (N, 223) observations.
+        starts are picked from the motion-start pool on CUDA (`_pick_motion_pool`), and drawn afresh for the
+        motion-start envs only on the CPU (where a `nonzero` costs nothing). Returns the (N, 223) observations.
         """
         cfg, n, dev = self.cfg, self.num_envs, self.device
         done = self.done
@@ -485,29 +500,20 @@ class HumanoidEnv:
             pool = self.fall_pool_qpos
             pick = torch.randint(pool.shape[0], (n,), generator=self.generator, device=dev)
             char = torch.where(fall[:, None], pool[pick], char)
-        demo = rows = None
-        ml = self.motion_lib
+        demo = None
         if si in _MOTION_INITS:
-            clips = ml.draw_clips(n, generator=self._motion_gen)
-            if si == "start":
-                times = torch.zeros(n, device=ml.device, dtype=ml.dtype)
-            else:
-                times = ml.sample_times(clips, generator=self._motion_gen)
             if getattr(self, "_reset_subset", dev.type == "cpu"):  # the attribute: a test hook
+                # cpu: only the motion-start rows, drawn afresh (a `nonzero` costs nothing on the host)
                 rows = torch.nonzero(motion).flatten()
-        if si in _MOTION_INITS and (rows is None or rows.numel() > 0):
-            if rows is not None:
-                clips, times = clips[rows.to(clips.device)], times[rows.to(times.device)]
-            mq, mv = ml.mujoco_state(clips, times, height_offset=cfg.motion_height_offset)
-            d = ml.demo_windows(clips, times, self.history_length).to(device=dev, dtype=self.dtype)
-            mq, mv = mq.to(device=dev, dtype=self.dtype), mv.to(device=dev, dtype=self.dtype)
-            if rows is not None:  # scatter the motion rows back to full size
-                mq = char.index_put((rows,), mq)
-                mv = qvel[:, :_NV_CHAR].index_put((rows,), mv)
-                d = torch.zeros((n, *d.shape[1:]), device=dev, dtype=self.dtype).index_put((rows,), d)
-            char = torch.where(motion[:, None], mq, char)
-            qvel[:, :_NV_CHAR] = torch.where(motion[:, None], mv, qvel[:, :_NV_CHAR])
-            demo = d
+                if rows.numel():
+                    mq, mv, d = self._motion_start_states(*self._draw_motion_starts(rows.numel()))
+                    char = char.index_put((rows,), mq)
+                    qvel[rows, :_NV_CHAR] = mv
+                    demo = torch.zeros((n, *d.shape[1:]), device=dev, dtype=self.dtype).index_put((rows,), d)
+            else:
+                mq, mv, demo = self._pick_motion_pool(n)
+                char = torch.where(motion[:, None], mq, char)
+                qvel[:, :_NV_CHAR] = torch.where(motion[:, None], mv, qvel[:, :_NV_CHAR])
         qpos[:, :_NQ_CHAR] = char
         set_where = getattr(self.backend, "set_state_where", None)
         if set_where is not None:
@@ -534,6 +540,48 @@ class HumanoidEnv:
         self.terminated = self.terminated & ~cleared
         self.truncated = self.truncated & ~cleared
         return self._obs
+
+    def _draw_motion_starts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n,) clip ids and (n,) times of motion starts (clip start times for state_init "start")."""
+        ml = self.motion_lib
+        clips = ml.draw_clips(n, generator=self._motion_gen)
+        if self.cfg.state_init == "start":
+            return clips, torch.zeros(n, device=ml.device, dtype=ml.dtype)
+        return clips, ml.sample_times(clips, generator=self._motion_gen)
+
+    def _motion_start_states(
+        self, clips: torch.Tensor, times: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qpos (n, 35), qvel (n, 34) and the AMP history (n, H, 125), newest first, of motion states."""
+        ml = self.motion_lib
+        mq, mv = ml.mujoco_state(clips, times, height_offset=self.cfg.motion_height_offset)
+        d = ml.demo_windows(clips, times, self.history_length)
+        dev, dt = self.device, self.dtype
+        return mq.to(device=dev, dtype=dt), mv.to(device=dev, dtype=dt), d.to(device=dev, dtype=dt)
+
+    def set_motion_pool(self, clips: torch.Tensor, times: torch.Tensor, calls: int = 0) -> None:
+        """Make the motion-start pool the states of these (P,) clip ids and times (a checkpoint restores it so)."""
+        self.motion_pool = (clips, times)
+        self._motion_pool_states = self._motion_start_states(clips, times)
+        self.motion_pool_calls = int(calls)
+
+    def _pick_motion_pool(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Motion-start states of n envs picked uniformly from the pool (redrawn every `motion_pool_refresh` calls).
+
+        Computing a motion state (FK, Euler rates, a 60-step AMP history) for every env on every step, whether it
+        restarts or not, was 3/4 of a sync-free rollout step on the GPU; the pool computes P states once per
+        `motion_pool_refresh` steps and each call gathers from it. The start distribution is the same (every pool
+        entry is an independent draw of the motion-start distribution); envs restarting within the same
+        `motion_pool_refresh` steps may share a start state, with probability about (restarts in that window) / P.
+        """
+        cfg = self.cfg
+        if self.motion_pool is None or self.motion_pool_calls >= max(1, cfg.motion_pool_refresh):
+            p = cfg.motion_pool_size if cfg.motion_pool_size > 0 else self.num_envs
+            self.set_motion_pool(*self._draw_motion_starts(p))
+        self.motion_pool_calls += 1
+        mq, mv, d = self._motion_pool_states
+        pick = torch.randint(mq.shape[0], (n,), generator=self.generator, device=self.device)
+        return mq[pick], mv[pick], d[pick]
 
     @_serial
     def reset(self, env_ids: torch.Tensor | None = None, mode: str | None = None) -> torch.Tensor:
