@@ -305,6 +305,8 @@ class SkillTrainer:
         self.llc_steps_total = 0
         self.obs: torch.Tensor | None = None
         self.episode_lengths: deque[float] = deque(maxlen=200)
+        #: per LLC step of the current rollout: (N,) bool episode ended, (N,) its progress (read once per epoch)
+        self._ended: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -------------------------------------------------------------------------------------------- acting
 
@@ -316,15 +318,13 @@ class SkillTrainer:
         return v
 
     def _draw_prompts(self) -> None:
+        """Redraw the prompt (by weight) and its timer of every env whose timer ran out; masks, no host sync."""
         due = self.prompt_timer <= 0
-        k = int(due.sum())
-        if k == 0:
-            return
-        s = self.cfg.prompt_schedule
-        idx = torch.multinomial(self._pw, k, replacement=True, generator=self.gen)
-        timer = torch.randint(s.resample_min, s.resample_max, (k,), generator=self.gen, device=self.device)
-        self.prompt_idx[due] = idx
-        self.prompt_timer[due] = timer
+        s, n = self.cfg.prompt_schedule, self.num_envs
+        idx = torch.multinomial(self._pw, n, replacement=True, generator=self.gen)
+        timer = torch.randint(s.resample_min, s.resample_max, (n,), generator=self.gen, device=self.device)
+        self.prompt_idx = torch.where(due, idx, self.prompt_idx)
+        self.prompt_timer = torch.where(due, timer, self.prompt_timer)
 
     @torch.no_grad()
     def decision(self, z: torch.Tensor, obs: torch.Tensor, score_every_step: bool | None = None) -> DecisionResult:
@@ -338,9 +338,8 @@ class SkillTrainer:
         for k in range(k_steps):
             res = env.step(llc.act(o, z))
             o = res.obs
-            now_done = res.done & ~was_done
-            if bool(now_done.any()):
-                self.episode_lengths.extend(env.progress[now_done].float().tolist())
+            # episode ends of this step (N,) and their lengths, read on the host once per epoch (`rollout`)
+            self._ended.append((res.done & ~was_done, env.progress.clone()))
             was_done = was_done | res.done
             if every or k == k_steps - 1:
                 f = self.scorer.features(env)
@@ -373,10 +372,12 @@ class SkillTrainer:
         )
         sim_sum = torch.zeros(len(self.prompts), device=self.device)
         sim_cnt = torch.zeros(len(self.prompts), device=self.device)
-        task_sum = style_sum = total_sum = 0.0
+        reward_sums = torch.zeros(3, device=self.device)  # task, style, total
+        self._ended = []
         rw = cfg.reward
         for t in range(T):
-            obs = env.reset() if self.obs is None else env.reset_done()
+            # masked resets: no host synchronisation inside the rollout on the gpu engine
+            obs = env.reset() if self.obs is None else env.reset_done_masked()
             obs = obs.float()
             self._draw_prompts()
             mu = self.policy.mu(obs)
@@ -402,9 +403,7 @@ class SkillTrainer:
             self.obs = res.obs
             sim_sum.index_add_(0, self.prompt_idx, res.sim)
             sim_cnt.index_add_(0, self.prompt_idx, torch.ones_like(res.sim))
-            task_sum += float(r_task.mean())
-            style_sum += float(r_style.mean())
-            total_sum += float(r.mean())
+            reward_sums += torch.stack([r_task.mean(), r_style.mean(), r.mean()]).float()
         adv, ret = gae(
             store["rewards"],
             store["values"],
@@ -416,12 +415,18 @@ class SkillTrainer:
         )
         store.set("advantages", adv)
         store.set("returns", ret)
+        if self._ended:  # the epoch's episode lengths, in the order they ended (one host read)
+            ended = torch.stack([e for e, _ in self._ended])
+            lengths = torch.stack([p for _, p in self._ended])[ended]
+            self.episode_lengths.extend(lengths.float().tolist())
+        self._ended = []
         per_prompt = (sim_sum / sim_cnt.clamp_min(1)).tolist()
+        task_mean, style_mean, total_mean = (reward_sums / T).tolist()
         stats = {
             "clip/similarity": float(sim_sum.sum() / sim_cnt.sum().clamp_min(1)),
-            "reward/task": task_sum / T,
-            "reward/style": style_sum / T,
-            "reward/total": total_sum / T,
+            "reward/task": task_mean,
+            "reward/style": style_mean,
+            "reward/total": total_mean,
         }
         if len(self.prompts) > 1:
             for i, v in enumerate(per_prompt):
