@@ -193,7 +193,9 @@ def _profile(tr, top: int = 25) -> dict:
                 if getattr(e, dev_attr, 0.0) > 0
             ],
         }
-        log(f"  profile {phase}: wall {wall:.3f}s, device {out[phase]['device_time_s']:.3f}s, {len(kernels)} kernels, {out[phase]['aten_ops']} aten ops")
+        ph = out[phase]
+        log(f"  profile {phase}: wall {wall:.3f}s, device {ph['device_time_s']:.3f}s, {ph['kernels']} kernels")
+        log(f"  profile {phase}: {ph['aten_ops']} aten ops")
     return out
 
 

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=240.0, help="seconds for the budget stage")
     ap.add_argument("--clip-model", default="ViT-B-32")
     ap.add_argument("--out", default="skill_bench_out")
+    ap.add_argument("--modes", default="parts,render,proxy", help="stages to run, of parts,render,proxy")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         ("render", lambda n: measure(n, "render")),
         ("proxy", lambda n: measure(n, "proxy")),
     ):
+        if name not in args.modes.split(","):
+            continue
         fig[name] = []
         for n in envs:
             try:
