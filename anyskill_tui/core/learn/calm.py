@@ -123,28 +123,31 @@ def cond_disc_loss(
 
 
 def encoder_uniformity(e: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """``log mean_{i<j} exp(−t‖e_i − e_j‖²)`` over the rows of ``e`` (needs at least 2 rows)."""
+    """``log mean_{i<j} exp(−t‖e_i − e_j‖²)`` over the rows of ``e`` (needs at least 2 rows).
+
+    The pairs i < j are selected with a cached (n, n) mask (the other entries at −inf before the logsumexp), not
+    by gathering them: the gather's backward is a sorting index_put over n(n−1)/2 entries (3 ms per LLC gradient
+    step at n = 4,096 on an H200), the mask's an elementwise select."""
     n = e.shape[0]
     if n < 2:
         raise ValueError("encoder_uniformity needs at least two encodings")
     sq = e.square().sum(dim=-1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * e @ e.T).clamp_min(0.0)
-    flat = _triu_flat(n, e.device)
-    return torch.logsumexp(-t * d2.reshape(-1)[flat], dim=0) - math.log(flat.numel())
+    upper = _triu_mask(n, e.device)
+    logits = (-t * d2).masked_fill(~upper, float("-inf"))
+    return torch.logsumexp(logits.reshape(-1), dim=0) - math.log(n * (n - 1) / 2)
 
 
 _TRIU_CACHE: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
-def _triu_flat(n: int, device: torch.device) -> torch.Tensor:
-    """Flat indices i·n + j of the pairs i < j (row-major, as ``triu_indices``), cached per (n, device): built
-    once, not per minibatch (at n = 4,096 that is 8.4 M indices)."""
+def _triu_mask(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) bool, True at the pairs i < j; cached per (n, device), not rebuilt per minibatch."""
     key = (int(n), torch.device(device))
-    flat = _TRIU_CACHE.get(key)
-    if flat is None:
-        i, j = torch.triu_indices(n, n, offset=1, device=device)
-        flat = _TRIU_CACHE[key] = i * n + j
-    return flat
+    mask = _TRIU_CACHE.get(key)
+    if mask is None:
+        mask = _TRIU_CACHE[key] = torch.ones((n, n), dtype=torch.bool, device=device).triu(diagonal=1)
+    return mask
 
 
 def encoder_alignment(e0: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
