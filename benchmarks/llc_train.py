@@ -29,6 +29,12 @@ blocking stream").
 
 Local smoke test (CPU, seconds): ``python benchmarks/llc_train.py --device cpu --tiny --budget 60 --out /tmp/llc_out``;
 ``python benchmarks/llc_train.py --device cpu --tiny --throughput-only --bench-epochs 20 --warmup 3``.
+
+Several GPUs (``benchmarks/llc_multi_gpu.sh``): ``python -m torch.distributed.run --standalone --nproc-per-node 2
+benchmarks/llc_train.py --throughput-only ...`` trains data-parallel (core.learn.distributed): ``--bench-envs`` is
+then per GPU and every rank runs exactly the one-GPU config (envs, minibatches, buffers times the world size
+globally); samples/s counts all ranks; rank 0 alone prints and writes; the sim-alone, sync-audit and profile extras
+run on one GPU only. CPU smoke test: the same with ``--device cpu --tiny``.
 """
 
 from __future__ import annotations
@@ -60,8 +66,21 @@ TINY = {
 }
 
 
+#: under torchrun (WORLD_SIZE > 1): this process's rank and the number of ranks; only rank 0 prints and writes
+RANK = int(os.environ.get("RANK") or 0)
+WORLD = int(os.environ.get("WORLD_SIZE") or 1)
+
+
 def log(msg: str) -> None:
-    print(f"[llc_gpu {time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+    if RANK == 0:
+        print(f"[llc_gpu {time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+def dist_context():
+    """The data-parallel context (one process: core.learn.distributed.SINGLE, whose hooks do nothing)."""
+    from anyskill_tui.core.learn import distributed
+
+    return distributed.current()
 
 
 def nvidia_smi_mb() -> float | None:
@@ -108,6 +127,13 @@ def llc_config(args, envs: int, epochs: int, extra: dict | None = None):
             over["calm.amp_minibatch_size"] = min(1024, envs * 32)
     if extra:
         over.update(extra)
+    if WORLD > 1:  # under torchrun `envs` is per GPU: the global config is W times the one-GPU one, so every
+        one = llc_config_from_dict(base, source="benchmark", overrides=over)  # rank runs exactly that one
+        for key in ("env.num_envs", "ppo.minibatch_size", "calm.amp_minibatch_size", "calm.amp_batch_size"):
+            section, name = key.split(".")
+            over[key] = getattr(getattr(one, section), name) * WORLD
+        over["calm.demo_buffer_size"] = one.calm.demo_buffer_size * WORLD
+        over["calm.replay_buffer_size"] = one.calm.replay_buffer_size * WORLD
     return llc_config_from_dict(base, source="benchmark", overrides=over)
 
 
@@ -213,8 +239,11 @@ def throughput_at(args, envs: int, deadline: float) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t = time.monotonic()
-    tr = LlcTrainer(cfg, default_motions_path(), engine=engine)
+    dist = dist_context()
+    tr = LlcTrainer(cfg, default_motions_path(), engine=engine, dist=dist)
     res: dict = {
+        "world_size": dist.world_size,
+        "envs_per_gpu": cfg.env.num_envs // dist.world_size,
         "envs": cfg.env.num_envs,
         "batch": cfg.batch_size,
         "minibatch": cfg.ppo.minibatch_size,
@@ -233,7 +262,8 @@ def throughput_at(args, envs: int, deadline: float) -> dict:
         rows = []
         t = time.monotonic()
         for _ in range(args.bench_epochs):
-            if rows and time.monotonic() + 1.5 * max(r["performance/epoch_time"] for r in rows) > deadline:
+            late = bool(rows) and time.monotonic() + 1.5 * max(r["performance/epoch_time"] for r in rows) > deadline
+            if dist.any_true(late):  # several ranks: all stop after the same epoch
                 res["stopped_early"] = True
                 break
             m = tr.epoch_step()
@@ -259,11 +289,13 @@ def throughput_at(args, envs: int, deadline: float) -> dict:
             )
         res["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
         res["nvidia_smi_used_mb"] = nvidia_smi_mb()
-        if time.monotonic() + 10 < deadline:
+        # the extras run on one GPU only (the audits' epochs would need every rank, the simulator is per GPU)
+        if time.monotonic() + 10 < deadline and not dist.enabled:
             res["sim_alone_s_per_step"] = _sim_alone(tr)
-        if cuda and args.sync_audit and time.monotonic() + 3 * res.get("epoch_s", 5.0) < deadline:
+        one_gpu = not dist.enabled
+        if cuda and one_gpu and args.sync_audit and time.monotonic() + 3 * res.get("epoch_s", 5.0) < deadline:
             res["sync_audit"] = _sync_audit(tr)
-        if args.profile and time.monotonic() + 4 * res.get("epoch_s", 5.0) < deadline:
+        if one_gpu and args.profile and time.monotonic() + 4 * res.get("epoch_s", 5.0) < deadline:
             res["profile"] = _profile(tr)
     finally:
         del tr
@@ -455,14 +487,20 @@ def main() -> int:
         "--anyskill-minibatch", action="store_true", help="minibatch 4096 / D rows 1024 (AnySkill) even at 4,096 envs"
     )
     args = ap.parse_args()
+    if WORLD > 1:  # under torchrun: one rank per GPU, data-parallel (core.learn.distributed); rank 0 reports
+        if not args.throughput_only:
+            raise SystemExit("under torchrun only --throughput-only runs (--bench-envs is then per GPU)")
+        os.environ.setdefault("ANYSKILL_DIST_BACKEND", "gloo" if args.device == "cpu" else "nccl")
+        dist_context()  # joins the group; under nccl this rank's GPU becomes the current device
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"args": vars(args)}
+    if RANK == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"args": vars(args), "world_size": WORLD}
     try:
         import torch
 
         summary["torch"] = torch.__version__
-        summary["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        summary["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
         if args.device == "cuda" and not torch.cuda.is_available():
             raise SystemExit("no CUDA device; use --device cpu")
         if args.device == "cpu":
@@ -493,8 +531,13 @@ def main() -> int:
             run_stage("curves", lambda: stage_curves(out), summary, 30.0)
     finally:
         summary["wall_s"] = time.monotonic() - T0
-        (out / "llc_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        log(f"done in {summary['wall_s']:.0f}s; files: {sorted(p.name for p in out.iterdir())}")
+        if RANK == 0:
+            (out / "llc_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            log(f"done in {summary['wall_s']:.0f}s; files: {sorted(p.name for p in out.iterdir())}")
+        if WORLD > 1:
+            from anyskill_tui.core.learn import distributed
+
+            distributed.shutdown()
     return 1 if summary.get("errors") else 0
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/sim.py --engine cpu --envs 64 --threads 2
     python benchmarks/sim.py --engine gpu --envs 4096 --steps 500
+    python benchmarks/sim.py --engine cpu --envs 256 --threads 2 --no-render --repeats 3
 
 Prints (warm-up excluded):
 - physics: `backend.step(pd_target, 4)` alone: physics steps/s (worlds x substeps) and control steps/s;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--envs", type=int, default=64)
     ap.add_argument("--steps", type=int, default=200, help="timed control steps per measurement")
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=1, help="repeat the physics and env measurements; median + each")
     ap.add_argument("--threads", type=int, default=None, help="cpu engine threads (default: all CPUs)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--render-calls", type=int, default=None, help="timed render calls (default: 1 cpu, 20 gpu)")
@@ -78,38 +81,46 @@ def main(argv: list[str] | None = None) -> dict:
         "setup_s": round(setup_s, 3),
     }
 
-    # physics only
-    target = env.pd_targets(actions())
-    for _ in range(args.warmup):
-        env.backend.step(target, T.CONTROL_SUBSTEPS)
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        env.backend.step(target, T.CONTROL_SUBSTEPS)
-    _sync(dev)
-    dt = time.perf_counter() - t0
-    out["physics_steps_per_s"] = n * args.steps * T.CONTROL_SUBSTEPS / dt
-    out["physics_control_steps_per_s"] = n * args.steps / dt
+    reps: dict[str, list[float]] = {}
+    for rep in range(args.repeats):
+        # physics only (the worlds fall and lie on the floor under the fixed targets: no resets)
+        if rep:
+            env.reset()
+        target = env.pd_targets(actions())
+        for _ in range(args.warmup):
+            env.backend.step(target, T.CONTROL_SUBSTEPS)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            env.backend.step(target, T.CONTROL_SUBSTEPS)
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        reps.setdefault("physics_steps_per_s", []).append(n * args.steps * T.CONTROL_SUBSTEPS / dt)
+        reps.setdefault("physics_control_steps_per_s", []).append(n * args.steps / dt)
 
-    # env steps with observations and resets
-    env.reset()
-    for _ in range(args.warmup):
-        env.step(actions())
-        env.reset_done()
-    _sync(dev)
-    dones = torch.zeros((), dtype=torch.long, device=dev)
-    unstable = torch.zeros((), dtype=torch.long, device=dev)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        r = env.step(actions())
-        dones += r.done.sum()
-        unstable += env.unstable.sum()
-        env.reset_done()
-    _sync(dev)
-    dt = time.perf_counter() - t0
-    out["env_control_steps_per_s"] = n * args.steps / dt
-    out["episode_end_fraction"] = int(dones) / (n * args.steps)
-    out["unstable_fraction"] = int(unstable) / (n * args.steps)
+        # env steps with observations and resets
+        env.reset()
+        for _ in range(args.warmup):
+            env.step(actions())
+            env.reset_done()
+        _sync(dev)
+        dones = torch.zeros((), dtype=torch.long, device=dev)
+        unstable = torch.zeros((), dtype=torch.long, device=dev)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            r = env.step(actions())
+            dones += r.done.sum()
+            unstable += env.unstable.sum()
+            env.reset_done()
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        reps.setdefault("env_control_steps_per_s", []).append(n * args.steps / dt)
+        reps.setdefault("episode_end_fraction", []).append(int(dones) / (n * args.steps))
+        reps.setdefault("unstable_fraction", []).append(int(unstable) / (n * args.steps))
+    for k, v in reps.items():
+        out[k] = statistics.median(v)  # the median repetition; each one below
+        if args.repeats > 1:
+            out[f"{k}_repeats"] = v
 
     if not args.no_render:
         calls = args.render_calls or (1 if env.engine == "cpu" else 20)
@@ -124,13 +135,18 @@ def main(argv: list[str] | None = None) -> dict:
         out["render_size"] = f"{args.width}x{args.height}"
         assert frames.shape == (n, 3, args.height, args.width)
 
-    for k, v in out.items():
+    def fmt(v):
+        if isinstance(v, list):
+            return ", ".join(fmt(x) for x in v)
         if isinstance(v, float):
-            v = f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
-        print(f"{k:>30}: {v}")
+            return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+        return v
+
+    for k, v in out.items():
+        print(f"{k:>36}: {fmt(v)}")
     if args.threads or out.get("threads"):
         th = out["threads"] or args.threads
-        print(f"{'env control steps/s per thread':>30}: {out['env_control_steps_per_s'] / th:,.1f}")
+        print(f"{'env control steps/s per thread':>36}: {fmt([x / th for x in reps['env_control_steps_per_s']])}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     env.close()

@@ -126,5 +126,10 @@ def test_starter_command(tmp_path):
     r = run("starter", "--out", str(tmp_path / "s"))
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s" / "starter.yaml").is_file()
+    # the shipped clips are what the command regenerates (compared as clips: the pickled bytes of a float can
+    # differ in its last bit between numpy/torch builds)
     for f in STARTER.glob("*.npy"):
-        assert (tmp_path / "s" / f.name).read_bytes() == f.read_bytes()
+        a, b = read_clip(tmp_path / "s" / f.name), read_clip(f)
+        assert a.fps == b.fps and a.num_frames == b.num_frames
+        np.testing.assert_allclose(a.local_rot, b.local_rot, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a.root_pos, b.root_pos, rtol=0, atol=1e-6)

@@ -198,3 +198,44 @@ def test_proxy_train_and_report(setup, tmp_path):
     r = invoke(ws, "train", "jump", *targs, "--reward", "proxy", "--proxy", ck.path, "--json")
     assert r.exit_code == 0, (r.output, r.exception)
     assert json.loads(r.stdout)["metrics"]["clip_score_source"] == "proxy"
+
+
+def test_train_without_clip_weights_stops_before_any_run(setup, tmp_path, monkeypatch):
+    """No --clip-weights, no $ANYSKILL_CLIP_WEIGHTS, the default ViT-B-32 tag not in the (empty) hub cache and the
+    hub offline: `anyskill train` stops with one error naming both options, before a skill, Run row or run dir
+    exists, in both reward modes. No network: HF_HUB_OFFLINE is set and the hub probe is replaced by a recorder."""
+    import huggingface_hub
+
+    ws, weights, llc, cfg = setup
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    probes: list[tuple] = []
+
+    def no_network(*args, **kwargs):
+        probes.append(args)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+    no_clip = tmp_path / "no_clip.yaml"
+    no_clip.write_text(yaml.safe_dump({**SMALL, "clip": {"cache_dir": str(tmp_path / "empty_hub_cache")}}))
+    args = ["--llc", str(llc), "--engine", "cpu", "--envs", "4", "--epochs", "1", "--config", str(no_clip)]
+    for extra in ([], ["--reward", "proxy", "--proxy", str(llc)]):
+        r = invoke(ws, "train", "jump", *args, *extra)
+        msg = " ".join(r.output.split())
+        assert r.exit_code == 1, msg
+        assert "ViT-B-32/laion2b_s34b_b79k" in msg and "not in the cache" in msg and "HF_HUB_OFFLINE" in msg
+        assert "--clip-weights PATH" in msg and "ANYSKILL_CLIP_WEIGHTS" in msg
+    assert probes == []
+    # $ANYSKILL_CLIP_WEIGHTS naming a missing file: the same early stop, naming the file and the variable
+    monkeypatch.setenv("ANYSKILL_CLIP_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    r = invoke(ws, "train", "jump", *args)
+    msg = " ".join(r.output.split())
+    assert r.exit_code == 1 and "missing.safetensors" in msg and "from ANYSKILL_CLIP_WEIGHTS" in msg
+    with Library(ws / "skills.db") as lib:
+        assert lib.list_runs() == [] and lib.list_skills() == []
+    assert not (ws / "runs").exists() or not any((ws / "runs").iterdir())
+    # the variable naming a weights file, or --clip-weights (the runs above): the check passes
+    from anyskill_tui.commands.train import preflight_clip
+    from anyskill_tui.core.learn.skill_config import load_skill_config
+
+    monkeypatch.setenv("ANYSKILL_CLIP_WEIGHTS", str(weights))
+    assert preflight_clip(load_skill_config(no_clip).clip) == f"file {weights}"

@@ -6,6 +6,10 @@ and, by default, runs it in the foreground through the same runner code as a det
 handled identically), with a Rich progress bar on stderr. ``--detach`` starts the runner in the background and
 prints the run id. ``--resume RUN`` continues a stopped or failed run from its newest checkpoint.
 
+``--nproc N`` trains data-parallel in N processes (one per GPU on the gpu engine, gloo processes on the cpu engine)
+under torchrun; ``--envs`` stays the total. The run's config records ``nproc``, so resumes, ``runs resume`` and
+workers start it the same way; ``--resume RUN --nproc M`` continues it on M (core.learn.distributed).
+
 Module import stays light: no torch, mujoco or the store at import time.
 """
 
@@ -118,10 +122,10 @@ def _progress_loop(run_dir: Path, total: int, done: Any) -> None:
                 return
 
 
-def _run_foreground(ws_root: Path, run_id: int, run_dir: Path, total: int) -> int:
+def _run_foreground(ws_root: Path, run_id: int, run_dir: Path, total: int, nproc: int = 1) -> int:
     import threading
 
-    from anyskill_tui.core.jobs import runner
+    from anyskill_tui.core.jobs import launcher, runner
 
     done = threading.Event()
     t = threading.Thread(target=_progress_loop, args=(run_dir, total, done), daemon=True)
@@ -130,7 +134,10 @@ def _run_foreground(ws_root: Path, run_id: int, run_dir: Path, total: int) -> in
 
     prev = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rc = runner.execute(ws_root, run_id, install_signals=True)
+        if nproc > 1:  # torchrun as a child (rank 0 runs the runner); Ctrl-C stops it through its process group
+            rc = launcher.run_attached(ws_root, run_id)
+        else:
+            rc = runner.execute(ws_root, run_id, install_signals=True)
     finally:
         for sig, handler in prev.items():
             signal.signal(sig, handler)
@@ -157,13 +164,23 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; print the run id.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Processes (one per GPU on the gpu engine) training data-parallel under torchrun; --envs is the "
+            "total. With --resume: continue on this many.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train the CALM LLC on a motion dataset (a Run of kind llc in the workspace library)."""
     from anyskill_tui.core.jobs import launcher
 
     ws = workspace(ctx)
     if resume is not None:
-        _resume(ws, resume, detach)
+        _resume(ws, resume, detach, nproc)
         return
     if envs is not None and envs < 1:
         raise UserError(f"--envs must be at least 1, got {envs}")
@@ -180,10 +197,18 @@ def train(
 
     cfg = load_llc_config(config, overrides=overrides)
     eng = _resolve_engine(engine)
+    world = nproc or 1
+    if world > 1:
+        check_world(eng, world)
+        from anyskill_tui.core.learn.distributed import local_llc_config
+
+        local_llc_config(cfg, world)  # envs and minibatches must split evenly: say so before the run exists
     motions_path = _check_motions(motions)
     from anyskill_tui.core.learn.llc_train import run_config
 
     rc = run_config(cfg, motions_path, engine=eng)
+    if world > 1:
+        rc["nproc"] = world  # the run's world size: the launcher starts it under torchrun
     from anyskill_tui.store.library import Library
 
     with Library(ws.db_path) as lib:
@@ -199,9 +224,22 @@ def train(
         say(f"run {run_id} started in the background (pid {pid}); follow it with `anyskill runs tail {run_id}`")
         typer.echo(str(run_id))
         return
-    say(f"run {run_id}: LLC training, {cfg.env.num_envs} envs on {eng}, {cfg.ppo.max_epochs} epochs, dir {run_dir}")
-    rc_ = _run_foreground(ws.root, run_id, run_dir, cfg.ppo.max_epochs)
+    procs = f" in {world} processes" if world > 1 else ""
+    say(
+        f"run {run_id}: LLC training, {cfg.env.num_envs} envs on {eng}{procs}, {cfg.ppo.max_epochs} epochs, "
+        f"dir {run_dir}"
+    )
+    rc_ = _run_foreground(ws.root, run_id, run_dir, cfg.ppo.max_epochs, world)
     _report_end(ws, run_id, rc_)
+
+
+def check_world(engine: str, nproc: int) -> None:
+    """``--nproc`` against the engine: one CUDA device per process on the gpu engine; any number on cpu."""
+    if engine == "isaacgym":
+        raise UserError("--nproc: the isaacgym engine runs in one process")
+    from anyskill_tui.core.learn.distributed import check_nproc
+
+    check_nproc(nproc, engine)
 
 
 def _report_end(ws: Any, run_id: int, rc: int) -> None:
@@ -216,9 +254,11 @@ def _report_end(ws: Any, run_id: int, rc: int) -> None:
         raise typer.Exit(rc)
 
 
-def _resume(ws: Any, run_id: int, detach: bool) -> None:
+def _resume(ws: Any, run_id: int, detach: bool, nproc: int | None = None) -> None:
     from anyskill_tui.core.jobs import launcher
 
+    if nproc is not None:
+        set_run_nproc(ws, run_id, nproc, kind="llc")
     if detach:
         pid = launcher.resume_run(ws, run_id)
         say(f"run {run_id} resumed in the background (pid {pid})")
@@ -250,9 +290,37 @@ def _resume(ws: Any, run_id: int, detach: bool) -> None:
             )
         run_dir = launcher.resolve_run_dir(ws, run)
         total = int(((run.config or {}).get("llc") or {}).get("ppo", {}).get("max_epochs", 0)) or None
-    say(f"run {run_id}: resuming in the foreground")
-    rc = _run_foreground(ws.root, run_id, run_dir, total or 0)
+        world = launcher.run_nproc(run)
+    say(f"run {run_id}: resuming in the foreground" + (f" in {world} processes" if world > 1 else ""))
+    rc = _run_foreground(ws.root, run_id, run_dir, total or 0, world)
     _report_end(ws, run_id, rc)
+
+
+def set_run_nproc(ws: Any, run_id: int, nproc: int, kind: str) -> None:
+    """Record a new world size in a stopped/failed run's config before it resumes (``--resume RUN --nproc N``);
+    the trainers resume any checkpoint on any number of processes (see core.learn.distributed)."""
+    from anyskill_tui.store.library import Library
+
+    with Library(ws.db_path) as lib:
+        run = lib.get_run(run_id)
+        if run.kind != kind:
+            raise UserError(f"run {run_id} is a {run.kind} run, not a {kind} run")
+        if run.status == "running":
+            raise UserError(f"run {run_id} is running (pid {run.pid}); stop it first")
+        if run.status == "done":
+            raise UserError(f"run {run_id} is done; there is nothing to resume")
+        if nproc > 1:
+            check_world(run.engine, nproc)
+            if kind == "llc":
+                from anyskill_tui.core.learn.config import llc_config_from_dict
+                from anyskill_tui.core.learn.distributed import local_llc_config
+
+                llc = llc_config_from_dict((run.config or {}).get("llc") or {}, "the run's llc config")
+                local_llc_config(llc, nproc)
+        conf = {k: v for k, v in (run.config or {}).items() if k != "nproc"}
+        if nproc > 1:
+            conf["nproc"] = nproc
+        lib.update_run(run_id, config=conf)
 
 
 @app.command("eval")

@@ -62,18 +62,28 @@ def worker(
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Start what fits now, then exit.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, help="Seconds between queue checks.")] = 2.0,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="Place runs on these GPUs, e.g. 0,1: each run gets CUDA_VISIBLE_DEVICES of free ones (one run per "
+            "GPU; nproc GPUs for a --nproc run). Default slots: one per listed GPU.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start queued runs as slots free up (priority, then oldest). Runs outlive the worker; Ctrl-C stops it."""
     from anyskill_tui.commands._common import workspace
     from anyskill_tui.core.jobs.queue import Worker
 
     ws = workspace(ctx)
-    w = Worker(ws.root, slots=slots)
+    w = Worker(ws.root, slots=slots, gpus=None if gpus is None else gpus.split(","))
     if once:
         started = w.run_once()
         say(f"started {len(started)} run(s)" + (f": {', '.join(map(str, started))}" if started else ""))
         return
-    say(f"worker on {ws.root}: {w.slots} slot(s), polling every {poll:g} s (Ctrl-C to stop)")
+    on_gpus = f" on GPUs {','.join(w.gpus)}" if w.gpus else ""
+    say(f"worker on {ws.root}: {w.slots} slot(s){on_gpus}, polling every {poll:g} s (Ctrl-C to stop)")
     try:
         w.run_forever(poll_s=poll, on_start=lambda rid: say(f"started run {rid}"))
     except KeyboardInterrupt:

@@ -120,6 +120,8 @@ def replay(
     opts.validate()
     say(f"replaying {tgt.how}")
     policy = load_policy(tgt.checkpoint, device=device)
+    if policy.scene is not None:
+        say(f"scene {policy.scene.get('name', '?')!r} (from the skill's run config)")
     if policy.kind == "skill" and prompt is None and tgt.label and not policy.prompts:
         opts.prompt = tgt.label
     if out is not None or export_motion is not None or sheet is not None:

@@ -16,6 +16,12 @@ Several prompts: without ``--detach`` they make ONE multi-prompt run (each env d
 scored against its own prompt; the HLC does not see the prompt, spec §9.6, so it learns one compromise policy);
 with ``--detach`` each prompt becomes its own queued run on the same LLC, the reference's per-prompt design
 (up to one running per GPU; ``anyskill worker`` starts the rest).
+
+``--nproc N`` trains each run data-parallel in N processes under torchrun (``--envs`` is the total; see
+``core.learn.distributed``); the run's config records ``nproc``, so every later start uses it.
+
+``--scene door`` (or ``chair``, ``ball``, a scene YAML) puts objects beside the character (spec §6); the resolved
+scene goes into the run's config, so replays rebuild it. The proxy reward does not see objects: refused.
 """
 
 from __future__ import annotations
@@ -82,6 +88,21 @@ def check_clip_weights(path: Path | None) -> str | None:
     return str(p.resolve())
 
 
+def preflight_clip(clip_section: Any) -> str:
+    """Fail before any skill or run exists when the run could not load its CLIP weights.
+
+    A skill run loads CLIP in both reward modes (``render``: the reward and the evaluation; ``proxy``: the prompts'
+    text features and the proxy's compatibility check), from ``clip.weights`` (``--clip-weights``),
+    ``$ANYSKILL_CLIP_WEIGHTS``, or the pretrained tag in the hub cache or a reachable hub
+    (:func:`~anyskill_tui.core.reward.clip.check_weights_available`: no model is built, nothing downloaded).
+    Returns where the weights will come from; raises a ClipWeightsError (a UserError) naming both options.
+    """
+    from anyskill_tui.core.reward.clip import ClipConfig, check_weights_available
+
+    c = ClipConfig.from_mapping(clip_section.model_dump())
+    return check_weights_available(c.model, c.pretrained, weights=c.weights, cache_dir=c.cache_dir)
+
+
 def resolve_engine(engine: str) -> str:
     if engine in ("cpu", "gpu"):
         return engine
@@ -108,14 +129,15 @@ def run_foreground(ws_root: Path, run_id: int, *, show: tuple[tuple[str, str], .
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anyskill_tui.core.jobs import runner
-    from anyskill_tui.core.jobs.launcher import LOG_NAME, resolve_run_dir
+    from anyskill_tui.core.jobs.launcher import LOG_NAME, resolve_run_dir, run_attached, run_nproc
     from anyskill_tui.core.jobs.metrics import MetricsTail
     from anyskill_tui.core.jobs.trainers import read_progress
     from anyskill_tui.store.library import Library
     from anyskill_tui.workspace import DB_NAME
 
     with Library(ws_root / DB_NAME) as lib:
-        run_dir = resolve_run_dir(ws_root, lib.get_run(run_id))
+        run_row = lib.get_run(run_id)
+        run_dir = resolve_run_dir(ws_root, run_row)
     run_dir.mkdir(parents=True, exist_ok=True)
     console = Console(file=sys.stderr, highlight=False)
     done = threading.Event()
@@ -158,7 +180,10 @@ def run_foreground(ws_root: Path, run_id: int, *, show: tuple[tuple[str, str], .
         watcher.start()
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                runner.execute(ws_root, run_id, install_signals=main)
+                if run_nproc(run_row) > 1:  # --nproc: torchrun as a child, its rank 0 runs the runner
+                    run_attached(ws_root, run_id)
+                else:
+                    runner.execute(ws_root, run_id, install_signals=main)
         finally:
             for sig, handler in saved.items():  # the runner's handlers only set its stop flag: put ours back
                 signal.signal(sig, handler)
@@ -226,6 +251,12 @@ def train(
     envs: Annotated[int | None, typer.Option("--envs", min=1, help="Parallel envs.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="PPO epochs (spec: 500).")] = None,
     reward: Annotated[str | None, typer.Option("--reward", help="render | proxy.")] = None,
+    scene: Annotated[
+        str | None,
+        typer.Option(
+            "--scene", help="Objects beside the character: chair | ball | door (configs/scenes/) or a scene YAML."
+        ),
+    ] = None,
     proxy: Annotated[Path | None, typer.Option("--proxy", help="Proxy checkpoint for --reward proxy.")] = None,
     clip_weights: Annotated[Path | None, typer.Option("--clip-weights", help="Local CLIP weights file.")] = None,
     clip_model: Annotated[str | None, typer.Option("--clip-model", help="open_clip model name.")] = None,
@@ -233,10 +264,24 @@ def train(
     detach: Annotated[bool, typer.Option("--detach", help="Queue and start in the background.")] = False,
     resume: Annotated[int | None, typer.Option("--resume", metavar="RUN", help="Continue a stopped run.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Processes (one per GPU on the gpu engine) training each run data-parallel under torchrun; "
+            "--envs is the total. With --resume: continue on this many.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train a skill policy for PROMPT (or every prompt of --prompts) on a frozen LLC."""
     ws = workspace(ctx)
     if resume is not None:
+        if nproc is not None:
+            from anyskill_tui.commands.llc import set_run_nproc
+
+            set_run_nproc(workspace(ctx), resume, nproc, kind="skill")
         _resume(ctx, ws.root, resume, detach, as_json)
         return
     from anyskill_tui.core.learn.skill_config import load_skill_config
@@ -273,9 +318,25 @@ def train(
     weights = check_clip_weights(clip_weights)
     if weights is not None:
         overrides["clip.weights"] = weights
+    if scene is not None:
+        from anyskill_tui.core.sim.scene import load_scene
+
+        overrides["scene"] = load_scene(scene).to_dict()  # the run's config carries the resolved scene
     cfg = load_skill_config(config, overrides=overrides)
+    if cfg.scene is not None:
+        from anyskill_tui.core.learn.skill_config import check_scene_reward
+
+        check_scene_reward(cfg, "--reward proxy" if reward == "proxy" else "reward.mode proxy")
     if cfg.reward.mode == "proxy" and not cfg.reward.proxy:
         raise UserError("--reward proxy needs --proxy CKPT (train one with `anyskill proxy train`)")
+    preflight_clip(cfg.clip)  # no CLIP weights: one clear error now, not a Run that fails
+    if nproc is not None and nproc > 1:  # before the library changes: devices, and envs/minibatch splitting evenly
+        from anyskill_tui.commands.llc import check_world
+
+        check_world(resolve_engine(cfg.env.engine), nproc)
+        for what, n in (("env.num_envs", cfg.env.num_envs), ("ppo.minibatch_size", cfg.minibatch_size)):
+            if n % nproc:
+                raise UserError(f"{what} {n} is not divisible by --nproc {nproc}: choose a multiple of {nproc}")
 
     with open_library(ctx) as lib:
         llc_path = resolve_llc(llc, cfg.llc.path, lib, ws.root)
@@ -288,6 +349,8 @@ def train(
         base["llc"]["path"] = str(llc_path)
         base["env"]["engine"] = run_engine
         base["workspace"] = str(ws.root)
+        if nproc is not None and nproc > 1:
+            base["nproc"] = nproc  # the world size: the launcher starts the run under torchrun
         groups = [[i] for i in range(len(entries))] if detach else [list(range(len(entries)))]
         run_ids = []
         for group in groups:
@@ -314,7 +377,8 @@ def train(
         return
 
     if not as_json:
-        say(f"training {', '.join(repr(t) for t, _ in entries)} on {run_engine} with LLC {llc_path}")
+        where = f" in scene {cfg.scene.name!r}" if cfg.scene is not None else ""
+        say(f"training {', '.join(repr(t) for t, _ in entries)}{where} on {run_engine} with LLC {llc_path}")
     final = run_foreground(ws.root, run_ids[0], show=SKILL_SHOW)
     _report(ctx, final, ws.root, as_json)
 

@@ -12,6 +12,13 @@ taken for a live run nor signalled. :func:`reconcile` marks ``failed`` every ``r
 process is gone, or whose heartbeat is older than the stale threshold (``stale_after_s``, default
 ``ANYSKILL_STALE_S`` or 60 s; a process that is alive but silent that long is killed).
 
+A run whose config has ``nproc`` N > 1 (``--nproc N``) is started under torchrun instead
+(``python -m torch.distributed.run --standalone --nproc-per-node N -m anyskill_tui.core.jobs.runner ...``): the
+torchrun agent is the detached process (and the Run's pid, see :mod:`anyskill_tui.core.jobs.runner`), each of its
+N ranks runs the runner, rank 0 owns the Run row; ``ANYSKILL_DIST_BACKEND`` (gloo for the cpu engine, else nccl)
+tells the ranks which backend to use. Every runner's environment has ``NCCL_NVLS_ENABLE=0`` (no NVLink
+multicast).
+
 This module imports no torch; psutil and the store are imported inside the functions.
 """
 
@@ -42,6 +49,8 @@ DEFAULT_STALE_S = 60.0
 HEARTBEAT_ENV = "ANYSKILL_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S = 2.0
 LOG_NAME = "train.log"
+#: tells the ranks of a torchrun launch which torch.distributed backend to use (gloo: cpu engine, nccl: gpu)
+DIST_BACKEND_ENV = "ANYSKILL_DIST_BACKEND"
 RUNS_SUBDIR = "runs"
 _ENDED = {RunStatus.DONE.value, RunStatus.FAILED.value, RunStatus.STOPPED.value}
 #: Popen objects of runners started by this process, reaped opportunistically (no zombies left behind).
@@ -158,24 +167,31 @@ def _signal_group(pid: int, sig: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def runner_command(workspace: Path | str | Workspace, run_id: int) -> list[str]:
-    """The argv of the runner shim for a run."""
-    return [
-        sys.executable,
-        "-m",
-        "anyskill_tui.core.jobs.runner",
-        "--workspace",
-        str(workspace_root(workspace)),
-        "--run",
-        str(int(run_id)),
-    ]
+def runner_command(workspace: Path | str | Workspace, run_id: int, nproc: int = 1) -> list[str]:
+    """The argv of the runner shim for a run; with ``nproc`` > 1 the shim under torchrun (one rank per process)."""
+    shim = ["anyskill_tui.core.jobs.runner", "--workspace", str(workspace_root(workspace)), "--run", str(int(run_id))]
+    if int(nproc) > 1:
+        torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(int(nproc))]
+        shim[-2] = "--run-id"  # torchrun's own parser reads "--run" as an ambiguous abbreviation of --run-path
+        return [sys.executable, *torchrun, "-m", *shim]
+    return [sys.executable, "-m", *shim]
+
+
+def run_nproc(run: Run) -> int:
+    """The number of processes a run trains with (its config's ``nproc``; 1 when absent)."""
+    try:
+        return max(1, int((run.config or {}).get("nproc") or 1))
+    except (TypeError, ValueError):
+        raise UserError(f"run {run.id}: config nproc {(run.config or {}).get('nproc')!r} is not a number") from None
 
 
 def runner_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a runner: ours plus ``WANDB_MODE=offline`` and ``PYTHONUNBUFFERED=1``."""
+    """The environment of a runner: ours plus ``WANDB_MODE=offline``, ``PYTHONUNBUFFERED=1`` and
+    ``NCCL_NVLS_ENABLE=0``."""
     env = dict(os.environ)
     env["WANDB_MODE"] = "offline"
     env["PYTHONUNBUFFERED"] = "1"
+    env["NCCL_NVLS_ENABLE"] = "0"
     env.update(extra or {})
     return env
 
@@ -206,6 +222,10 @@ def start_run(workspace: Path | str | Workspace, run_id: int, *, env: dict[str, 
                 raise UserError(f"run {run_id} was just taken by another worker")
             run = claimed
         run_dir = resolve_run_dir(workspace, run)
+        nproc = run_nproc(run)
+        launch_env = dict(env or {})
+        if nproc > 1:
+            launch_env.setdefault(DIST_BACKEND_ENV, "gloo" if run.engine == "cpu" else "nccl")
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             log = open(run_dir / LOG_NAME, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -215,14 +235,14 @@ def start_run(workspace: Path | str | Workspace, run_id: int, *, env: dict[str, 
             raise UserError(f"run {run_id} failed: {reason}") from None
         try:
             proc = subprocess.Popen(
-                runner_command(workspace, run_id),
+                runner_command(workspace, run_id, nproc),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
                 cwd=str(run_dir),
-                env=runner_env(env),
+                env=runner_env(launch_env),
             )
         except OSError as exc:
             reason = f"cannot start the runner ({exc})"
@@ -249,6 +269,30 @@ def start_run(workspace: Path | str | Workspace, run_id: int, *, env: dict[str, 
             else str(run_dir),
         )
     return proc.pid
+
+
+def run_attached(workspace: Path | str | Workspace, run_id: int, *, env: dict[str, str] | None = None) -> int:
+    """Start a run's runner as :func:`start_run` does and wait for it (the foreground path of ``--nproc N``).
+
+    Ctrl-C sends SIGTERM to the runner's process group (the trainer saves a checkpoint and stops; the run ends
+    ``stopped``); a second Ctrl-C stops it at once (:func:`stop_run` without grace). Returns the exit status.
+    """
+    pid = start_run(workspace, run_id, env=env)
+    proc = _CHILDREN.get(pid)
+    interrupts = 0
+    while True:
+        try:
+            if proc is not None:
+                return proc.wait()
+            while process_of(pid, None) is not None:  # pragma: no cover - start_run always records its child
+                time.sleep(0.5)
+            return 0
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                _signal_group(pid, signal.SIGTERM)
+            else:
+                stop_run(workspace, run_id, grace_s=0.0)
 
 
 # ---------------------------------------------------------------------------------------------------

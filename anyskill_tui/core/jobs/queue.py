@@ -8,6 +8,12 @@ workspace's ``running`` runs, and while fewer than ``slots`` run it claims the n
 
 ``slots`` defaults to the number of GPUs ``nvidia-smi -L`` lists, or 1 without one. It bounds the
 running runs of the whole workspace, whoever started them.
+
+With ``gpus`` (``anyskill worker --gpus 0,1``) the worker also places runs on GPUs: each run it starts gets
+``CUDA_VISIBLE_DEVICES`` naming free GPUs of that list (one for an ordinary run, ``nproc`` for a run that trains
+in several processes), and a GPU stays taken until that run is no longer ``running``. Runs are taken in queue
+order: when the next one needs more GPUs than are free, the worker waits rather than skipping it. It knows only
+the GPUs of the runs it started itself (``slots`` still counts everyone's). ``slots`` defaults to the list's length.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ def default_slots() -> int:
     return max(1, gpu_count())
 
 
-Launcher = Callable[[Path, int], int]
+#: ``launch(workspace, run_id)`` -> pid; with ``gpus`` also given ``env=`` (the child's extra environment)
+Launcher = Callable[..., int]
 
 
 @dataclass
@@ -77,23 +84,32 @@ class Worker:
     Args:
         workspace: the workspace folder (or a :class:`~anyskill_tui.workspace.Workspace`).
         slots: the most runs running at once (default :func:`default_slots`).
-        launch: how to start a claimed run (default :func:`~anyskill_tui.core.jobs.launcher.start_run`).
+        launch: how to start a claimed run (default :func:`~anyskill_tui.core.jobs.launcher.start_run`); with
+            ``gpus`` it is called with ``env={"CUDA_VISIBLE_DEVICES": ...}`` as well.
         stale_after: seconds without a heartbeat before a run is stale (default: the launcher's).
+        gpus: GPU ids (as ``CUDA_VISIBLE_DEVICES`` names them) to place runs on, one run per GPU at a time.
     """
 
     workspace: Path | str | Workspace
     slots: int | None = None
     launch: Launcher | None = None
     stale_after: float | None = None
+    gpus: list[str] | None = None
     started: list[int] = field(default_factory=list)
+    #: run id -> the GPUs this worker gave it (freed once the run is no longer running)
+    placed: dict[int, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         from anyskill_tui.core.jobs.launcher import workspace_root
 
         self.root = workspace_root(self.workspace)
+        if self.gpus is not None:
+            self.gpus = [str(g).strip() for g in self.gpus]
+            if not self.gpus or any(not g for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
+                raise UserError(f"--gpus: expected distinct GPU ids like 0,1, got {','.join(self.gpus)!r}")
         if self.slots is None:
-            self.slots = default_slots()
+            self.slots = len(self.gpus) if self.gpus else default_slots()
         if self.slots < 1:
             raise UserError(f"--slots must be at least 1 (got {self.slots})")
 
@@ -113,12 +129,20 @@ class Worker:
             assert self.slots is not None
             free = self.slots - len(lib.list_runs(status=RunStatus.RUNNING))
             while free > 0 and not self._stop.is_set():
-                run = lib.claim_next_queued_run()
+                env: dict[str, str] | None = None
+                if self.gpus is None:
+                    run = lib.claim_next_queued_run()
+                else:
+                    run, env = self._claim_with_gpus(lib)
                 if run is None:
                     break
                 assert run.id is not None
                 try:
-                    launch(self.root, run.id)
+                    if env is None:
+                        launch(self.root, run.id)
+                    else:
+                        self.placed[run.id] = env["CUDA_VISIBLE_DEVICES"].split(",")
+                        launch(self.root, run.id, env=env)
                 except UserError as exc:
                     # start_run has already marked the run failed when the failure was its own.
                     fresh = lib.get_run(run.id)
@@ -132,6 +156,37 @@ class Worker:
                 free -= 1
         self.started.extend(started)
         return started
+
+    def _claim_with_gpus(self, lib: Library) -> tuple[Run | None, dict[str, str] | None]:
+        """The next queued run and its ``CUDA_VISIBLE_DEVICES``, claimed, if enough of ``gpus`` are free."""
+        from anyskill_tui.core.jobs.launcher import run_nproc
+
+        assert self.gpus is not None
+        for rid in list(self.placed):  # free the GPUs of runs that ended
+            if lib.get_run(rid).status != RunStatus.RUNNING.value:
+                del self.placed[rid]
+        taken = {g for gs in self.placed.values() for g in gs}
+        free = [g for g in self.gpus if g not in taken]
+        while True:
+            queued = [r for r in queued_and_running(lib) if r.status == RunStatus.QUEUED.value]
+            if not queued:
+                return None, None
+            nxt = queued[0]
+            assert nxt.id is not None
+            need = run_nproc(nxt)
+            if need > len(self.gpus):
+                lib.update_run(
+                    nxt.id,
+                    status=RunStatus.FAILED,
+                    error=f"needs {need} GPUs (nproc), the worker has {len(self.gpus)} (--gpus {','.join(self.gpus)})",
+                )
+                continue
+            if need > len(free):
+                return None, None  # wait for GPUs: the queue's order is kept
+            run = lib.claim_run(nxt.id)
+            if run is None:  # another worker took it: look again
+                continue
+            return run, {"CUDA_VISIBLE_DEVICES": ",".join(free[:need])}
 
     def run_forever(self, poll_s: float = 2.0, on_start: Callable[[int], None] | None = None) -> None:
         """Loop :meth:`run_once` every ``poll_s`` seconds until :meth:`stop` (or Ctrl-C in the caller)."""

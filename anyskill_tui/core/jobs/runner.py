@@ -16,6 +16,14 @@ output in ``RUN_DIR/train.log``). It owns the DB writes of its run:
    ``training``, then ``trained`` / ``failed`` / ``new`` (stopped); a ``trained`` skill stays trained.
 
 Exit status: 0 done or stopped, 1 failed, 2 nothing to do (the run was not runnable).
+
+Under torchrun (``WORLD_SIZE`` > 1: a run with ``nproc`` > 1, see :mod:`anyskill_tui.core.jobs.launcher`) every
+rank runs this module. Rank 0 is the runner described above, except that the process standing for the run (its
+pid, create time and fencing) is the torchrun agent, its parent, which the launcher started and ``runs stop``
+signals; just before the trainer starts it announces the job (config, run dir, resume point) to the other ranks,
+or "nothing" when it will not run. The other ranks run the same trainer with a context that writes nothing, their
+stdout discarded (stderr, with tracebacks, goes to ``train.log`` through torchrun); they never touch the library.
+Every rank kills itself when the torchrun agent disappears (:func:`~anyskill_tui.core.learn.distributed.watch_parent`).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from typing import TYPE_CHECKING
 from anyskill_tui.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from anyskill_tui.core.jobs.trainers import TrainContext
+    from anyskill_tui.core.learn.distributed import DistContext
     from anyskill_tui.store.library import Library
 
 _MAX_REASON = 600
@@ -74,8 +84,12 @@ def _set_skill_status(lib: Library, skill_id: int | None, status: str) -> None:
         _log(f"could not set skill {skill_id} to {status}: {exc}")
 
 
-def execute(workspace: Path | str, run_id: int, *, install_signals: bool = True) -> int:
-    """Run one run to its end in this process (the body of the shim; tests call it directly)."""
+def execute(
+    workspace: Path | str, run_id: int, *, install_signals: bool = True, dist: DistContext | None = None
+) -> int:
+    """Run one run to its end in this process (the body of the shim; tests call it directly).
+
+    ``dist``: rank 0 of a torchrun world (see the module docstring); None for one process."""
     import psutil
 
     from anyskill_tui.core.jobs import checkpoints, launcher
@@ -84,7 +98,7 @@ def execute(workspace: Path | str, run_id: int, *, install_signals: bool = True)
     from anyskill_tui.store.library import Library
     from anyskill_tui.store.models import utcnow
 
-    me = os.getpid()
+    me = os.getpid() if dist is None else _owner_pid()
     my_ctime = psutil.Process(me).create_time()
     lib = Library(launcher.db_path(workspace))
     try:
@@ -160,6 +174,8 @@ def execute(workspace: Path | str, run_id: int, *, install_signals: bool = True)
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.clean_temp_files(run_dir)
             hb_thread.start()
+            if run.engine == "isaacgym" and dist is not None:
+                raise UserError("the isaacgym engine runs in one process; start it without --nproc")
             if run.engine == "isaacgym":
                 from anyskill_tui.core.jobs.isaacgym import IsaacGymJob
 
@@ -169,6 +185,8 @@ def execute(workspace: Path | str, run_id: int, *, install_signals: bool = True)
                 if ctx.resume_from is not None:
                     _log(f"resuming from {ctx.resume_from}")
                 trainer = resolve_trainer(run.kind, config)
+                if dist is not None:  # the other ranks run the same job
+                    dist.announce_job(_job_of(run.kind, ctx))
                 trainer(ctx)
             if stop.is_set():
                 status = RunStatus.STOPPED
@@ -210,12 +228,88 @@ def execute(workspace: Path | str, run_id: int, *, install_signals: bool = True)
             lib.close()
 
 
+# ---------------------------------------------------------------------------------------------------
+# Several processes (torchrun): rank 0 runs `execute`, the others `_follow`
+# ---------------------------------------------------------------------------------------------------
+
+
+def _owner_pid() -> int:
+    from anyskill_tui.core.learn.distributed import owner_pid
+
+    return owner_pid()
+
+
+def _job_of(kind: str, ctx: TrainContext) -> dict[str, object]:
+    """What rank 0 tells the other ranks to run."""
+    return {
+        "kind": kind,
+        "config": ctx.config,
+        "run_dir": str(ctx.run_dir),
+        "resume_from": None if ctx.resume_from is None else str(ctx.resume_from),
+    }
+
+
+def _follow(dist: DistContext, run_id: int) -> int:
+    """A rank > 0: wait for rank 0's job, run its trainer silently (stdout discarded), write nothing."""
+    from anyskill_tui.core.jobs.trainers import TrainContext, resolve_trainer
+
+    job = dist.receive_job()
+    if job is None:
+        return 0
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    ctx = TrainContext(
+        run_id=run_id,
+        run_dir=Path(job["run_dir"]),
+        config=job["config"],
+        resume_from=None if job["resume_from"] is None else Path(job["resume_from"]),
+        library=None,
+        stop_event=stop,
+    )
+    ctx = dist.rank_context(ctx)  # writes nothing, whatever the trainer calls
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            resolve_trainer(job["kind"], job["config"])(ctx)
+    except BaseException as exc:  # noqa: BLE001 - rank 0 records the run's status; here only the log
+        if isinstance(exc, KeyboardInterrupt) or (stop.is_set() and isinstance(exc, SystemExit)):
+            return 0
+        _log(f"rank {dist.rank}: {reason_of(exc)}")
+        if not isinstance(exc, UserError):
+            traceback.print_exc()
+        return 1
+    return 0
+
+
+def _main_distributed(workspace: Path, run_id: int) -> int:
+    from anyskill_tui.core.learn import distributed
+
+    distributed.watch_parent()
+    dist = distributed.init_from_env()
+    try:
+        if dist.is_main:
+            return execute(workspace, run_id, dist=dist)
+        return _follow(dist, run_id)
+    finally:
+        if dist.is_main:
+            with contextlib.suppress(Exception):
+                dist.announce_job(None)  # the other ranks are still waiting when no trainer was started
+        distributed.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anyskill-runner", description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", required=True, type=Path)
-    parser.add_argument("--run", required=True, type=int)
+    # --run-id: the spelling under torchrun, whose own parser takes "--run" for an ambiguous --run-path
+    parser.add_argument("--run", "--run-id", dest="run", required=True, type=int)
     args = parser.parse_args(argv)
     try:
+        if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+            return _main_distributed(args.workspace, args.run)
         return execute(args.workspace, args.run)
     except UserError as exc:  # could not even mark the run (no library, unknown run)
         _log(f"error: {exc.message}")

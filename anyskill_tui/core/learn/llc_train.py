@@ -40,6 +40,12 @@ The run config (``ctx.config``) is ``{"llc": <LlcConfig dict>, "motions": PATH, 
 "device": "auto", "threads": null, "time_budget_s": null, "keep_checkpoints": null}``; ``llc.ppo.max_epochs`` is
 the epoch count. A non-finite loss raises ``UserError`` naming the loss, the epoch and the last good checkpoint,
 without saving the bad state.
+
+Several processes (``--nproc``, torchrun): every rank runs this trainer on 1/W of the envs, minibatches and buffers
+of the (global) config, through the hooks of :mod:`~anyskill_tui.core.learn.distributed` (gradients averaged in
+``mp.step``, normaliser updates and advantage statistics over all ranks, per-rank seeds, strided ε-greedy
+probabilities, epoch metrics averaged, stop decisions agreed, rank 0 writing checkpoints that hold every rank's
+env/buffer/RNG state). "2 ranks: train 4" equals "2 ranks: train 2, resume, train 2" bit for bit on the cpu engine.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from anyskill_tui.core.learn.calm import (
     mix_actions,
 )
 from anyskill_tui.core.learn.config import LlcConfig, llc_config_from_dict
+from anyskill_tui.core.learn.distributed import LLC_LOCAL_KEYS, SINGLE, DistContext, restripe_llc_buffers
 from anyskill_tui.core.learn.llc_policy import LLC_FORMAT, LlcPolicy
 from anyskill_tui.core.learn.networks import CalmCritic, ConditionalDiscriminator
 from anyskill_tui.core.learn.normalizer import RunningMeanStd
@@ -75,7 +82,6 @@ from anyskill_tui.core.learn.ppo import (
     clip_fraction,
     gae,
     gaussian_log_prob,
-    normalize_advantages,
     ppo_actor_loss,
     sample_gaussian,
     value_loss,
@@ -331,6 +337,9 @@ class LlcTrainer:
         motions: the motion dataset (motions.yaml or .npy).
         engine: ``cpu``, ``gpu`` or ``auto``; device: torch device of the learner (``auto``: the env's).
         threads: threads of the cpu engine.
+        dist: this process's place in a data-parallel world (:mod:`~anyskill_tui.core.learn.distributed`);
+            default one process. With W ranks ``cfg`` is the global config: this trainer runs 1/W of its envs,
+            minibatches and buffers (``self.cfg``; ``self.global_cfg`` is ``cfg``, which checkpoints record).
     """
 
     def __init__(
@@ -340,13 +349,16 @@ class LlcTrainer:
         engine: str = "auto",
         device: str = "auto",
         threads: int | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         from anyskill_tui.core.motion.dataset import load_dataset
         from anyskill_tui.core.motion.motion_lib import MotionLib
         from anyskill_tui.core.sim import default_engine
         from anyskill_tui.core.sim.env import EnvConfig, HumanoidEnv
 
-        self.cfg = cfg
+        self.dist = dist = dist if dist is not None else SINGLE
+        self.global_cfg = cfg
+        self.cfg = cfg = dist.local_llc_config(cfg)
         e, n, p, c = cfg.env, cfg.network, cfg.ppo, cfg.calm
         if abs(e.control_freq - 30.0) > 1e-9:
             raise UserError(f"env.control_freq: the simulator runs the LLC at 30 Hz, not {e.control_freq}")
@@ -358,9 +370,9 @@ class LlcTrainer:
         if engine == "gpu" and not torch.cuda.is_available():
             raise UserError("engine gpu needs CUDA, and no CUDA device is available; use --engine cpu")
         self.engine = engine
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same on every rank: the networks start alike
+        np.random.seed(dist.rank_seed(cfg.seed) % 2**32)
+        random.seed(dist.rank_seed(cfg.seed))
 
         try:
             dataset = load_dataset(motions)
@@ -371,7 +383,7 @@ class LlcTrainer:
             num_envs=e.num_envs,
             engine=engine,
             threads=threads,
-            seed=cfg.seed,
+            seed=dist.rank_seed(cfg.seed),
             state_init=e.state_init,
             hybrid_init_prob=e.hybrid_init_prob,
             termination_height=e.termination_height,
@@ -424,11 +436,15 @@ class LlcTrainer:
         # bf16 autocast: float32's range, so no GradScaler (whose found-inf checks read the device every step)
         self.mp = MixedPrecision(dev, enabled=p.mixed_precision, dtype=torch.bfloat16)
         self.coeffs = cfg.loss_coeffs()
+        # several ranks: rank 0's networks everywhere, gradients averaged in mp.step, normaliser updates global
+        dist.check_device(dev)
+        dist.broadcast_modules(self.policy, self.critic, self.disc, self.value_norm)
+        dist.install(self.mp, (self.obs_norm, self.amp_norm, self.value_norm))
 
         self.gen = torch.Generator(device=dev)
-        self.gen.manual_seed(cfg.seed + 12345)
+        self.gen.manual_seed(dist.rank_seed(cfg.seed) + 12345)
         self.ml_gen = torch.Generator(device=self.motion_lib.device)
-        self.ml_gen.manual_seed(cfg.seed + 23456)
+        self.ml_gen.manual_seed(dist.rank_seed(cfg.seed) + 23456)
 
         self.K, self.k, self.F = e.num_amp_enc_obs_steps, e.num_amp_obs_steps, n.amp_obs_dim
         self.bank = DemoWindowBank(self.motion_lib, self.K, self.k, device=dev, generator=self.ml_gen)
@@ -441,8 +457,11 @@ class LlcTrainer:
         self.demo_recipe = torch.zeros((c.demo_buffer_size, 3), dtype=torch.long, device=dev)
         self.replay_recipe = torch.zeros((c.replay_buffer_size, 2), dtype=torch.long, device=dev)
 
+        # ε-greedy probabilities are indexed by the global env number; a rank holds every W-th env (dist.shard)
         self.eps_probs = (
-            epsilon_greedy_probs(N, device=dev) if c.epsilon_greedy else torch.ones(N, device=dev, dtype=torch.float32)
+            dist.shard(epsilon_greedy_probs(N * dist.world_size, device=dev))
+            if c.epsilon_greedy
+            else torch.ones(N, device=dev, dtype=torch.float32)
         )
         # per-env latent state (the 60-step window behind z is rebuilt from its recipe when needed)
         self.z = torch.zeros((N, n.latent_dim), device=dev)
@@ -628,7 +647,7 @@ class LlcTrainer:
         adv, returns = gae(rewards, values, next_values, buf["terminated"], buf["done"], p.gamma, p.tau)
         mask = buf["mask"]
         if p.normalize_advantage:
-            adv = normalize_advantages(adv, mask)
+            adv = self.dist.normalize_advantages(adv, mask)  # over all ranks' samples (one process: the same call)
         if vn:
             self.value_norm.update(values.reshape(-1, 1))
             self.value_norm.update(returns.reshape(-1, 1))
@@ -751,7 +770,7 @@ class LlcTrainer:
         self.push_replay(amp_flat, buf["recipe"].reshape(T * N, 2))
         rew = buf["rewards"]
         nonfinite = stats.pop("_nonfinite")
-        host = torch.stack(
+        epoch_vec = torch.stack(
             [
                 *stats.values(),
                 rew.mean(),
@@ -761,7 +780,11 @@ class LlcTrainer:
                 buf["fall_count"],
                 *nonfinite,
             ]
-        ).tolist()
+        )
+        # several ranks: averaged over them (ratios of sums unchanged; counts scaled back below; a NaN anywhere
+        # stops every rank)
+        host = self.dist.all_reduce_mean(epoch_vec).tolist()
+        W = self.dist.world_size
         t2 = time.perf_counter()
         keys = list(stats)
         vals = dict(zip(keys, host[: len(keys)], strict=True))
@@ -771,7 +794,7 @@ class LlcTrainer:
             if flag > 0:
                 return {"_nonfinite": name}  # type: ignore[dict-item]
         self.epoch += 1
-        self.samples += T * N
+        self.samples += T * N * W
         epoch_time = t2 - t0
         metrics = {
             "losses/a_loss": vals["actor"],
@@ -791,9 +814,9 @@ class LlcTrainer:
             "info/clip_frac": vals["clip_frac"],
             "info/epochs": float(self.epoch),
             "info/fall_rate": falls / count if count > 0 else 0.0,
-            "info/episodes": count,
+            "info/episodes": count * W,
             "episode_lengths/iter": len_sum / count if count > 0 else float(self.env.progress.float().mean()),
-            "performance/total_fps": T * N / epoch_time,
+            "performance/total_fps": T * N * W / epoch_time,
             "performance/epoch_time": epoch_time,
             "performance/play_time": t1 - t0,
             "performance/update_time": t2 - t1,
@@ -816,7 +839,7 @@ class LlcTrainer:
         return {
             "format": LLC_FORMAT,
             "kind": "train",
-            "config": self.cfg.to_dict(),
+            "config": self.global_cfg.to_dict(),
             "run_config": dict(run_config or {}),
             "motions": self.motions,
             "epoch": self.epoch,
@@ -920,15 +943,24 @@ def _prune(run_dir: Path, keep: int | None) -> None:
 
 
 def train_llc(ctx) -> None:
-    """Train the CALM LLC through a ``TrainContext`` (see the module docstring); resumes from ``ctx.resume_from``."""
+    """Train the CALM LLC through a ``TrainContext`` (see the module docstring); resumes from ``ctx.resume_from``.
+
+    Under torchrun (several ranks, :mod:`~anyskill_tui.core.learn.distributed`) every rank calls this; rank 0
+    alone writes (the others get a silent context)."""
+    from anyskill_tui.core.learn import distributed
+
+    dist = distributed.current()
+    ctx = dist.rank_context(ctx)
     cfg, rc = _parse_run_config(ctx.config)
-    Path(ctx.run_dir).mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        Path(ctx.run_dir).mkdir(parents=True, exist_ok=True)
     trainer = LlcTrainer(
         cfg,
         rc["motions"],
         engine=rc.get("engine") or "auto",
         device=rc.get("device") or "auto",
         threads=rc.get("threads"),
+        dist=dist,
     )
     if ctx.resume_from is not None:
         from anyskill_tui.core.jobs.checkpoints import load_checkpoint
@@ -936,6 +968,17 @@ def train_llc(ctx) -> None:
         state = load_checkpoint(ctx.resume_from, map_location="cpu")
         if state.get("format") != LLC_FORMAT or state.get("kind") != "train":
             raise UserError(f"{ctx.resume_from} is not an LLC training checkpoint; cannot resume from it")
+        # this rank's env/latents/buffers/generators (another world size: buffers dealt out again, the rest fresh)
+        state = dist.resume_state(
+            state,
+            LLC_LOCAL_KEYS,
+            fresh=trainer.state_dict,
+            merge={
+                ("buffers",): lambda saved: restripe_llc_buffers(
+                    saved, dist.rank, dist.world_size, trainer.demo.capacity, trainer.replay.capacity
+                )
+            },
+        )
         trainer.load_state_dict(state, source=str(ctx.resume_from))
         trainer.last_checkpoint = Path(ctx.resume_from)
     total = cfg.ppo.max_epochs
@@ -947,19 +990,23 @@ def train_llc(ctx) -> None:
 
     def save(metrics: Mapping[str, float] | None = None) -> None:
         small = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-        trainer.last_checkpoint = ctx.save_checkpoint(trainer.epoch, trainer.state_dict(ctx.config), small)
+        state = dist.gather_checkpoint(trainer.state_dict(ctx.config), LLC_LOCAL_KEYS)  # None on ranks > 0
+        if state is None:
+            return
+        trainer.last_checkpoint = ctx.save_checkpoint(trainer.epoch, state, small)
         _prune(Path(ctx.run_dir), keep)
 
     metrics: dict[str, float] = {}
     saved_at = trainer.epoch if ctx.resume_from is not None else -1
     ctx.progress(trainer.epoch, total)
     while trainer.epoch < total:
-        if ctx.should_stop():
+        over_budget = (
+            budget is not None
+            and bool(epoch_times)
+            and time.monotonic() - start + max(epoch_times[-3:]) * 1.5 > float(budget)
+        )
+        if dist.any_true(ctx.should_stop() or over_budget):  # several ranks: all stop at the same epoch
             break
-        if budget is not None and epoch_times:
-            est = max(epoch_times[-3:])
-            if time.monotonic() - start + est * 1.5 > float(budget):
-                break
         t = time.monotonic()
         out = trainer.epoch_step()
         if "_nonfinite" in out:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -159,6 +159,9 @@ class MixedPrecision:
         use_scaler = self.enabled and dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=True) if use_scaler else None
         self.skipped_steps = 0  # steps the scaler skipped because of inf/NaN gradients (logged by the trainer)
+        #: called with the parameters right after backward, before unscale/clip/step (None: nothing); the
+        #: data-parallel trainers average the gradients over the ranks here (core.learn.distributed)
+        self.grad_hook: Callable[[list[torch.nn.Parameter]], None] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.enabled:
@@ -185,10 +188,14 @@ class MixedPrecision:
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            if self.grad_hook is not None:
+                self.grad_hook(params)
             norm = clip_grad_norm_if(params, max_norm, clip) if (want_norm or clip) else None
             optimizer.step()
             return norm
         self.scaler.scale(loss).backward()
+        if self.grad_hook is not None:  # scaled gradients: an inf on any rank reaches every rank, all skip alike
+            self.grad_hook(params)
         self.scaler.unscale_(optimizer)
         norm = clip_grad_norm_if(params, max_norm, clip) if (want_norm or clip) else None
         scale = self.scaler.get_scale()

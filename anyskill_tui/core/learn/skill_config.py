@@ -22,14 +22,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from anyskill_tui.core.learn.config import ConfigError, ConfigSection, read_yaml_config, validate_config
+from anyskill_tui.core.sim.scene import SceneConfig
+from anyskill_tui.errors import UserError
 from anyskill_tui.paths import configs_dir
 
 __all__ = [
+    "BASE_OBS_DIM",
     "ConfigError",
     "SkillConfig",
+    "check_scene_reward",
     "default_skill_config_path",
     "default_motion_file",
     "load_skill_config",
@@ -40,6 +44,8 @@ __all__ = [
 ]
 
 Widths = tuple[Annotated[int, Field(ge=1)], ...]
+#: the HLC's observation without objects: the character's 223-d policy observation (spec §3.1)
+BASE_OBS_DIM = 223
 
 
 class CameraSection(ConfigSection):
@@ -86,6 +92,11 @@ class SkillNetworkSection(ConfigSection):
     actor_hidden: Widths = (1024, 512)
     critic_hidden: Widths = (1024, 512)
     log_std: float = Field(-2.3, description="fixed, not learned")
+    object_obs: bool = Field(
+        False,
+        description="with a scene: the HLC also observes its moving objects (root-relative pose, 9 per body; "
+        "obs_dim grows to 223 + 9·B); the reference did not (spec §6)",
+    )
 
 
 class SkillPPOSection(ConfigSection):
@@ -187,12 +198,38 @@ class SkillConfig(ConfigSection):
     reward: RewardSection = RewardSection()
     clip: ClipSection = ClipSection()
     eval: EvalSection = EvalSection()
+    scene: SceneConfig | None = Field(
+        None, description="objects beside the character: a configs/scenes name, a scene YAML, or the resolved scene"
+    )
+
+    @field_validator("scene", mode="before")
+    @classmethod
+    def _resolve_scene(cls, v: Any) -> Any:
+        """A name or path becomes the scene's content, so a run's stored config carries the scene itself."""
+        if isinstance(v, str | Path):
+            from anyskill_tui.core.sim.scene import load_scene
+
+            return load_scene(v)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SkillConfig:
         if self.prompts and sum(p.weight for p in self.prompts) <= 0:
             raise ValueError("prompts: at least one prompt needs a weight > 0")
+        want = BASE_OBS_DIM + (self.scene.object_obs_dim if self.uses_object_obs else 0)
+        if self.network.obs_dim != want:
+            if self.network.obs_dim != BASE_OBS_DIM:
+                raise ValueError(
+                    f"network: obs_dim is {self.network.obs_dim}, the env gives {want} (223 + 9 per moving "
+                    "object with object_obs); leave obs_dim at 223"
+                )
+            return self.model_copy(update={"network": self.network.model_copy(update={"obs_dim": want})})
         return self
+
+    @property
+    def uses_object_obs(self) -> bool:
+        """The HLC observes the scene's objects (``network.object_obs`` with a scene)."""
+        return self.network.object_obs and self.scene is not None
 
     @property
     def batch_size(self) -> int:
@@ -208,6 +245,24 @@ class SkillConfig(ConfigSection):
         return self.batch_size * self.llc.steps
 
 
+def check_scene_reward(cfg: SkillConfig, reward_option: str = "reward.mode proxy") -> None:
+    """A UserError when a scene would be scored by the proxy: its MLP sees the character's 15 body positions only,
+    never the objects (spec §5.6), so no prompt about an object could be rewarded. ``reward_option`` names the
+    setting as the user gave it (``--reward proxy`` on the command line)."""
+    if cfg.scene is None:
+        return
+    if cfg.reward.mode == "proxy":
+        raise UserError(
+            f"{reward_option} cannot train with scene {cfg.scene.name!r}: the proxy sees only the character's "
+            "body positions, not the objects; use --reward render (the default), or drop --scene"
+        )
+    if cfg.eval.scorer == "proxy":
+        raise UserError(
+            f"eval.scorer proxy cannot score scene {cfg.scene.name!r} (the proxy does not see objects); "
+            "set eval.scorer to render or auto"
+        )
+
+
 def default_skill_config_path() -> Path:
     return configs_dir() / "skill.yaml"
 
@@ -218,7 +273,7 @@ def default_motion_file() -> Path:
 
 
 #: keys a run's stored config may carry beside the SkillConfig sections (the runner's and the CLI's)
-_RUN_KEYS = ("trainer", "workspace", "skill_ids", "clip_weights_arg")
+_RUN_KEYS = ("trainer", "workspace", "skill_ids", "clip_weights_arg", "nproc")
 
 
 def skill_config_from_dict(

@@ -19,6 +19,11 @@ decision) with time-outs bootstrapped, normalised advantages, ``actor + critic_c
 minibatches of 2048 (capped to the batch) for 6 mini-epochs, Adam 2e-5. Observation statistics update per
 minibatch, value statistics once per epoch on the returns. No env count is hard-coded (spec §9.1).
 
+Scenes (``scene``, spec §6): the env carries the scene's objects (reset with every episode) and the camera sees
+them; the reward is the same rendered CLIP score (the proxy does not see objects: refused). With
+``network.object_obs`` the HLC also observes the moving objects' root-relative poses
+(:func:`hlc_observation`); the LLC never does.
+
 Metrics (``ctx.log_metrics``, step = epoch): ``clip/similarity`` (the mean cosine itself, not the reference's
 delta), ``reward/task``, ``reward/style``, ``reward/total``, ``info/episode_length`` (LLC steps, finished
 episodes), ``perf/samples_per_s`` (LLC steps per second, rollout + update), ``perf/rollout_s``,
@@ -30,6 +35,11 @@ style references); the env restarts from fresh episodes on resume. The layout is
 :mod:`anyskill_tui.core.learn.skill_policy`. At the end, :func:`evaluate_policy` runs one deterministic episode
 of ``eval.num_envs`` envs from the default state and stores the mean CLIP similarity as ``clip_score`` in the
 final checkpoint's metrics.
+
+Several processes (``--nproc``, torchrun): each rank trains on 1/W of the envs and of each minibatch through the
+hooks of :mod:`~anyskill_tui.core.learn.distributed` (gradients averaged, normaliser and advantage statistics over
+all ranks, per-rank seeds, rank 0's targets and networks everywhere, the epoch's scalars averaged); rank 0 alone
+writes, and evaluates at the end.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from anyskill_tui.core.learn.buffers import RolloutStorage
+from anyskill_tui.core.learn.distributed import SINGLE, SKILL_LOCAL_KEYS, DistContext
 from anyskill_tui.core.learn.networks import SkillCritic
 from anyskill_tui.core.learn.normalizer import RunningMeanStd
 from anyskill_tui.core.learn.ppo import (
@@ -54,12 +65,16 @@ from anyskill_tui.core.learn.ppo import (
     clip_fraction,
     gae,
     gaussian_log_prob,
-    normalize_advantages,
     ppo_actor_loss,
     sample_gaussian,
     value_loss,
 )
-from anyskill_tui.core.learn.skill_config import SkillConfig, default_motion_file, skill_config_from_dict
+from anyskill_tui.core.learn.skill_config import (
+    SkillConfig,
+    check_scene_reward,
+    default_motion_file,
+    skill_config_from_dict,
+)
 from anyskill_tui.core.learn.skill_policy import SKILL_FORMAT, SkillPolicy, latent_from_action
 from anyskill_tui.errors import UserError
 
@@ -77,6 +92,7 @@ __all__ = [
     "SkillTrainer",
     "build_env",
     "build_style_references",
+    "hlc_observation",
     "evaluate_policy",
     "score_checkpoint",
     "train_skill",
@@ -146,6 +162,7 @@ def env_config_for(cfg: SkillConfig, num_envs: int | None = None, seed: int | No
         fall_init_prob=e.fall_init_prob,
         motion_file=None,
         camera=CameraSpec(**e.camera.model_dump()),
+        scene=cfg.scene,
     )
 
 
@@ -163,10 +180,13 @@ def build_motion_lib(cfg: SkillConfig, device: torch.device | str = "cpu") -> Mo
         ) from None
 
 
-def build_env(cfg: SkillConfig, num_envs: int | None = None, motion_lib: MotionLib | None = None) -> HumanoidEnv:
+def build_env(
+    cfg: SkillConfig, num_envs: int | None = None, motion_lib: MotionLib | None = None, seed: int | None = None
+) -> HumanoidEnv:
+    """The HLC env (``seed``: the env's seed, default ``cfg.seed``; a data-parallel rank passes its own)."""
     from anyskill_tui.core.sim.env import HumanoidEnv
 
-    ecfg = env_config_for(cfg, num_envs)
+    ecfg = env_config_for(cfg, num_envs, seed)
     needs_motion = cfg.env.state_init != "default"
     return HumanoidEnv(ecfg, motion_lib=motion_lib if needs_motion else None)
 
@@ -194,6 +214,26 @@ def build_style_references(
         pick = torch.randperm(enc.shape[0], generator=generator, device=dev)[:size].to(enc.device)
         enc = enc[pick]
     return F.normalize(enc.float(), dim=-1)
+
+
+def hlc_observation(env: HumanoidEnv, obs: torch.Tensor, object_obs: bool) -> torch.Tensor:
+    """The HLC's observation: the env's (N, 223) ``obs``, and with ``object_obs`` the scene's moving objects
+    (``scene.object_observation``: 9 per body with a joint, root-relative, heading frame) after it. The LLC always
+    gets the 223 alone."""
+    scene = getattr(env, "scene", None)
+    if not object_obs or scene is None:
+        return obs
+    from anyskill_tui.core.sim.scene import object_observation
+
+    ids = scene.moving_body_indices()
+    extra = object_observation(env.root_pos, env.root_rot, env.object_pos[:, ids], env.object_rot[:, ids])
+    return torch.cat((obs, extra.to(device=obs.device, dtype=obs.dtype)), dim=-1)
+
+
+def uses_object_obs(config: Mapping[str, Any]) -> bool:
+    """Whether a stored skill config (a checkpoint's ``config``) has the HLC observe its scene's objects."""
+    net = config.get("network") or {}
+    return bool(net.get("object_obs")) and config.get("scene") is not None
 
 
 def style_reward(actions: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
@@ -243,8 +283,12 @@ class SkillTrainer:
         style_refs: torch.Tensor | None = None,
         motion_lib: MotionLib | None = None,
         llc_path: str = "",
+        dist: DistContext | None = None,
     ) -> None:
         self.cfg = cfg
+        # data-parallel rank (core.learn.distributed): env = this rank's share, cfg = the global config
+        self.dist = dist = dist if dist is not None else SINGLE
+        self.minibatch_size = dist.local_count(cfg.minibatch_size, "ppo.minibatch_size")
         self.llc = llc
         self.env = env
         self.scorer = scorer
@@ -266,9 +310,9 @@ class SkillTrainer:
 
         torch.manual_seed(int(cfg.seed))
         self.gen = torch.Generator(device=dev)
-        self.gen.manual_seed(int(cfg.seed) + 11)
+        self.gen.manual_seed(dist.rank_seed(int(cfg.seed)) + 11)
         self.cpu_gen = torch.Generator()
-        self.cpu_gen.manual_seed(int(cfg.seed) + 12)
+        self.cpu_gen.manual_seed(dist.rank_seed(int(cfg.seed)) + 12)
 
         net, ppo = cfg.network, cfg.ppo
         self.policy = SkillPolicy(
@@ -298,6 +342,11 @@ class SkillTrainer:
                 llc, ml, cfg.reward.style_windows_per_clip, cfg.reward.style_reference_size, generator=g
             )
         self.style_refs = style_refs.to(dev, torch.float32)
+        # several ranks: rank 0's networks and targets everywhere, gradients averaged, normaliser updates global
+        dist.check_device(dev)
+        dist.broadcast_modules(self.policy, self.critic, self.value_norm)
+        dist.broadcast_tensors((self.text_features, self.style_refs))
+        dist.install(self.mp, (self.policy.obs_norm, self.value_norm))
 
         self.prompt_idx = torch.zeros(n, dtype=torch.long, device=dev)
         self.prompt_timer = torch.zeros(n, dtype=torch.long, device=dev)  # LLC steps left; 0: draw now
@@ -316,6 +365,10 @@ class SkillTrainer:
         if self.cfg.ppo.normalize_value:
             v = self.value_norm.denormalize(v.unsqueeze(-1)).squeeze(-1)
         return v
+
+    def hlc_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """(N, obs_dim) the HLC's observation of the env's (N, 223) ``obs`` (see :func:`hlc_observation`)."""
+        return hlc_observation(self.env, obs, self.cfg.uses_object_obs)
 
     def _draw_prompts(self) -> None:
         """Redraw the prompt (by weight) and its timer of every env whose timer ran out; masks, no host sync."""
@@ -345,7 +398,7 @@ class SkillTrainer:
                 f = self.scorer.features(env)
                 sims.append(prompt_cosine(f, self.text_features, self.prompt_idx))
         self.prompt_timer -= k_steps
-        self.llc_steps_total += k_steps * self.num_envs
+        self.llc_steps_total += k_steps * self.num_envs * self.dist.world_size  # all ranks' steps
         s = torch.stack(sims)
         return DecisionResult(o, s.mean(0), env.done.clone(), env.terminated.clone(), s)
 
@@ -380,18 +433,19 @@ class SkillTrainer:
             obs = env.reset() if self.obs is None else env.reset_done_masked()
             obs = obs.float()
             self._draw_prompts()
-            mu = self.policy.mu(obs)
+            hobs = self.hlc_obs(obs)  # (N, obs_dim): the env's 223 (+ the scene objects with object_obs)
+            mu = self.policy.mu(hobs)
             a = sample_gaussian(mu, self.policy.log_std, self.gen)
             logp = gaussian_log_prob(a, mu, self.policy.log_std)
-            v = self.value(obs)
+            v = self.value(hobs)
             res = self.decision(latent_from_action(a), obs)
             r_task = rw.clip_scale * res.sim
             r_style = style_reward(a, self.style_refs)
             r = rw.task_reward_w * r_task + rw.style_reward_w * r_style
-            nv = self.value(res.obs.float())
+            nv = self.value(self.hlc_obs(res.obs.float()))
             store.insert(
                 t,
-                obs=obs,
+                obs=hobs,
                 actions=a,
                 logp=logp,
                 values=v,
@@ -445,9 +499,9 @@ class SkillTrainer:
             ret_n = self.value_norm.normalize(returns.unsqueeze(-1)).squeeze(-1)
         else:
             ret_n = returns
-        adv = normalize_advantages(flat["advantages"]) if cfg.normalize_advantage else flat["advantages"]
+        adv = self.dist.normalize_advantages(flat["advantages"]) if cfg.normalize_advantage else flat["advantages"]
         b = ret_n.shape[0]
-        mb = min(self.cfg.minibatch_size, b)
+        mb = min(self.minibatch_size, b)  # this rank's share of the global minibatch
         n_mb = max(1, b // mb)
         log_std = self.policy.log_std
         sums = {"losses/actor": 0.0, "losses/critic": 0.0, "losses/bounds": 0.0, "info/clip_frac": 0.0, "info/kl": 0.0}
@@ -595,6 +649,7 @@ def evaluate_policy(
     tf = F.normalize(text_features.to(dev, torch.float32).reshape(-1, text_features.shape[-1]), dim=-1)
     p = tf.shape[0]
     idx = torch.arange(n, device=dev) % p if prompt_index is None else prompt_index.to(dev).long()
+    object_obs = uses_object_obs(policy.config)
     env.reset(mode="default")
     obs = env.obs.float()
     alive = torch.ones(n, dtype=torch.bool, device=dev)
@@ -604,7 +659,7 @@ def evaluate_policy(
     max_steps = int(env.cfg.episode_length)
     step = 0
     while step < max_steps and bool(alive.any()):
-        z = latent_from_action(policy.act(obs, deterministic=True))
+        z = latent_from_action(policy.act(hlc_observation(env, obs, object_obs), deterministic=True))
         for _ in range(llc_steps):
             res = env.step(llc.act(obs, z).to(dev))
             obs = res.obs.float()
@@ -687,15 +742,22 @@ def _fmt(stats: Mapping[str, float]) -> str:
 
 
 def train_skill(ctx: TrainContext) -> None:
-    """The ``skill`` trainer (see :mod:`anyskill_tui.core.jobs.trainers` and the module docstring)."""
+    """The ``skill`` trainer (see :mod:`anyskill_tui.core.jobs.trainers` and the module docstring).
+
+    Under torchrun every rank calls this with 1/W of the envs (:mod:`~anyskill_tui.core.learn.distributed`);
+    rank 0 alone writes, and evaluates at the end."""
     from anyskill_tui.core.jobs.checkpoints import load_checkpoint
+    from anyskill_tui.core.learn import distributed
     from anyskill_tui.core.learn.llc_policy import LlcPolicy
 
+    dist = distributed.current()
+    ctx = dist.rank_context(ctx)
     cfg = skill_config_from_dict(ctx.config, source=f"run {ctx.run_id} config")
     if not cfg.prompts:
         raise UserError("a skill run needs at least one prompt (config `prompts`)")
+    check_scene_reward(cfg)
     llc_path = _check_llc(cfg)
-    env = build_env(cfg)
+    env = build_env(cfg, num_envs=dist.local_count(cfg.env.num_envs, "env.num_envs"), seed=dist.rank_seed(cfg.seed))
     dev = env.device
     print(f"skill: {env.num_envs} envs on {env.engine} ({dev}), prompts {[p.text for p in cfg.prompts]}", flush=True)
     llc = LlcPolicy.load(llc_path, device=dev)
@@ -711,12 +773,16 @@ def train_skill(ctx: TrainContext) -> None:
         proxy.check_compatible(clip_model)
     else:
         scorer = ClipScorer(clip_model)
-    text = clip_model.text_features(prompts, cache=_workspace_of(ctx))
+    # (the text cache lives in the workspace: rank 0's to write; the others' features are replaced by rank 0's)
+    text = clip_model.text_features(prompts, cache=_workspace_of(ctx) if dist.is_main else None)
     if cfg.reward.mode == "proxy" and cfg.eval.scorer != "render":
         clip_model = None  # not needed any more: free its memory
-    trainer = SkillTrainer(cfg, llc, env, scorer, text, prompts=prompts, llc_path=llc_path)
+    trainer = SkillTrainer(cfg, llc, env, scorer, text, prompts=prompts, llc_path=llc_path, dist=dist)
     if ctx.resume_from is not None:
-        trainer.load_checkpoint_state(load_checkpoint(ctx.resume_from, map_location="cpu"))
+        state = load_checkpoint(ctx.resume_from, map_location="cpu")
+        # this rank's generators/prompt timers (another world size: this rank's fresh ones)
+        state = dist.resume_state(state, SKILL_LOCAL_KEYS, fresh=trainer.checkpoint_state)
+        trainer.load_checkpoint_state(state)
         print(f"skill: resumed at epoch {trainer.epoch} from {ctx.resume_from}", flush=True)
     total = cfg.ppo.max_epochs
     stats: dict[str, float] = {}
@@ -728,19 +794,29 @@ def train_skill(ctx: TrainContext) -> None:
         out["llc_steps"] = trainer.llc_steps_total
         return out
 
+    def save(state: dict[str, Any], metrics: dict[str, Any]) -> None:
+        state = dist.gather_checkpoint(state, SKILL_LOCAL_KEYS)  # all ranks' local parts; None on ranks > 0
+        if state is not None:
+            ctx.save_checkpoint(trainer.epoch, state, metrics)
+
     ctx.progress(trainer.epoch, total)
     while trainer.epoch < total:
-        if ctx.should_stop():
-            ctx.save_checkpoint(trainer.epoch, trainer.checkpoint_state(), ckpt_metrics(stats))
+        if dist.any_true(ctx.should_stop()):  # several ranks: all stop at the same epoch
+            save(trainer.checkpoint_state(), ckpt_metrics(stats))
             print(f"skill: stop requested; saved epoch {trainer.epoch}", flush=True)
             return
-        stats = trainer.train_epoch()
+        stats = dist.all_reduce_mean(trainer.train_epoch())  # the mean over the ranks (one process: as is)
         ctx.log_metrics(trainer.epoch, stats)
         ctx.progress(trainer.epoch, total)
         ctx.heartbeat()
         print(f"epoch {trainer.epoch}/{total}  {_fmt(stats)}", flush=True)
         if trainer.epoch % cfg.ppo.save_frequency == 0 and trainer.epoch < total:
-            ctx.save_checkpoint(trainer.epoch, trainer.checkpoint_state(), ckpt_metrics(stats))
+            save(trainer.checkpoint_state(), ckpt_metrics(stats))
+    final_state = None
+    if dist.enabled:  # the last collective; then rank 0 alone evaluates and writes
+        final_state = dist.gather_checkpoint(trainer.checkpoint_state(embed_llc=True), SKILL_LOCAL_KEYS)
+        if final_state is None:
+            return
 
     # evaluation: one deterministic episode of eval.num_envs envs (a fresh env on the cpu engine; the training
     # env's first worlds are reused otherwise, since a new GPU backend is expensive)
@@ -759,7 +835,9 @@ def train_skill(ctx: TrainContext) -> None:
     if len(prompts) > 1:
         metrics["clip_score_per_prompt"] = dict(zip(prompts, ev["clip_score_per_prompt"], strict=True))
     ctx.log_metrics(trainer.epoch, {"eval/clip_score": ev["clip_score"]})
-    ctx.save_checkpoint(trainer.epoch, trainer.checkpoint_state(embed_llc=True), metrics)
+    if final_state is None:
+        final_state = trainer.checkpoint_state(embed_llc=True)
+    ctx.save_checkpoint(trainer.epoch, final_state, metrics)
     print(
         f"skill: done after {trainer.epoch} epochs; clip_score {ev['clip_score']:.4f} "
         f"({metrics['clip_score_source']}, {ev['frames']} frames)",
@@ -803,6 +881,11 @@ def score_checkpoint(
     if engine:
         overrides["env.engine"] = engine
     cfg = skill_config_from_dict(data, source=f"{path} config", overrides=overrides)
+    if scorer == "proxy" and cfg.scene is not None:
+        raise UserError(
+            f"{path}: a skill of scene {cfg.scene.name!r} cannot be scored by the proxy (it does not see objects); "
+            "score it with the rendered CLIP scorer"
+        )
     k = int(num_envs or cfg.eval.num_envs)
     env = build_env(cfg, num_envs=k)
     dev = env.device

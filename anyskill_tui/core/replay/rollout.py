@@ -19,6 +19,9 @@ What a replay is (the choices, in one place):
     The latent is held for the whole replay.
   - `random_latent`: a random unit latent per env, resampled every `latent_hold_s` seconds (2 s by default,
     about CALM's latent-resampling interval during LLC training), drawn from the (seed, env) generator.
+- **Scenes.** A skill trained with a scene (``anyskill train --scene door``) replays in that scene: its stored
+  config holds the resolved scene, rebuilt here with the env (objects at their start poses at frame 0, in
+  every rendered frame and in `RolloutFrame.qpos` after the character's 35 numbers).
 - **Determinism.** Everything random comes from per-env generators seeded by (seed, env index), so env k's
   behaviour does not depend on how many envs run, and the same seed gives the same frames (the cpu engine is
   deterministic; the gpu engine is up to float rounding).
@@ -199,6 +202,13 @@ class ReplayPolicy:
     motion_file: Path | None = None
 
     @property
+    def scene(self) -> dict[str, Any] | None:
+        """The scene a skill was trained in (its stored config's resolved ``scene``), else None."""
+        if self.kind != "skill" or self.hlc is None:
+            return None
+        return (getattr(self.hlc, "config", None) or {}).get("scene")
+
+    @property
     def label(self) -> str:
         if self.kind == "skill":
             return " / ".join(self.prompts) if self.prompts else f"skill {self.path.stem}"
@@ -355,6 +365,7 @@ class Rollout:
             fall_init_prob=0.0,
             num_enc_obs_steps=10,
             camera=o.camera,
+            scene=self.policy.scene,
         )
         try:
             return HumanoidEnv(cfg)
@@ -428,10 +439,11 @@ class Rollout:
 
     def _hlc_latents(self, obs: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
         from anyskill_tui.core.learn.skill_policy import latent_from_action
+        from anyskill_tui.core.learn.skill_train import hlc_observation, uses_object_obs
 
         hlc = self.policy.hlc
         with self.env.serial_torch():
-            a = hlc.act(obs, deterministic=True)
+            a = hlc.act(hlc_observation(self.env, obs, uses_object_obs(hlc.config)), deterministic=True)
         if a.shape[0] > 1:  # envs 1..: a = mu + sigma * eps, as in training (env 0 stays deterministic)
             std = torch.exp(hlc.log_std.float()).to(a.device)
             eps = torch.stack([torch.randn(a.shape[1], generator=g) for g in gens[1:]]).to(a.device)

@@ -51,6 +51,7 @@ __all__ = [
     "ClipRewardModel",
     "ClipWeightsError",
     "WeightsSource",
+    "check_weights_available",
     "cosine_to_prompts",
     "load_open_clip",
     "preprocess_frames",
@@ -384,6 +385,101 @@ def load_open_clip(
     model.eval()
     model.requires_grad_(False)
     return model, source
+
+
+def _hub_offline(env: Mapping[str, str]) -> bool:
+    """huggingface_hub's offline switch: ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` now, or as it read them."""
+    flags = (env.get("HF_HUB_OFFLINE"), env.get("TRANSFORMERS_OFFLINE"))
+    if any((v or "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in flags):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except (ImportError, AttributeError):
+        return False
+
+
+def check_weights_available(
+    model_name: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    hub_timeout_s: float = 5.0,
+) -> str:
+    """Pre-flight of :func:`load_open_clip`: where its weights would come from, without building the model or
+    downloading anything; raises the error the load would raise when they cannot come from anywhere.
+
+    The same order as the load: ``weights``, ``$ANYSKILL_CLIP_WEIGHTS`` or a ``pretrained`` file (it must exist);
+    ``hf-hub:`` / ``local-dir:`` models and ``pretrained=None`` (random weights) are not checked; a pretrained tag
+    must be known and either in the cache, or downloadable: not when the hub is offline (``HF_HUB_OFFLINE``),
+    and otherwise one metadata request (``hub_timeout_s``) tells whether the hub answers. Returns a short
+    description of the source (``file PATH``, ``cache PATH``, ``download``, ``random``, ``model``).
+
+    Raises:
+        ClipModelError: unknown model name or tag.
+        ClipWeightsError: a missing file, or a tag neither cached nor downloadable; the message names
+            ``--clip-weights`` and ``$ANYSKILL_CLIP_WEIGHTS``.
+    """
+    env = os.environ if environ is None else environ
+    schema = model_name.startswith(_SCHEMAS)
+    file: Path | None = None
+    if weights is not None and str(weights).strip():
+        file, origin = Path(weights).expanduser(), "argument"
+    elif env.get(CLIP_WEIGHTS_ENV, "").strip():
+        file, origin = Path(env[CLIP_WEIGHTS_ENV].strip()).expanduser(), CLIP_WEIGHTS_ENV
+    elif pretrained and not schema and os.path.isfile(pretrained):
+        file, origin = Path(pretrained).expanduser(), "pretrained"
+    if file is not None:
+        _check_weights_file(file, origin)
+        return f"file {file}"
+    if schema:
+        return "model"
+    if not pretrained:
+        return "random"
+    import open_clip
+
+    _known_model(open_clip, model_name)
+    base_name = model_name.replace("/", "-")
+    tag_cfg = dict(open_clip.get_pretrained_cfg(base_name, pretrained) or {})
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(base_name)
+        raise ClipModelError(
+            f"unknown pretrained tag {pretrained!r} for CLIP model {model_name} and no such file; known tags: "
+            f"{', '.join(tags) if tags else 'none'}"
+        )
+    cache = None if cache_dir is None else str(cache_dir)
+    hub = tag_cfg.get("hf_hub") or ""
+    if hub:
+        found = _cached_tag_file(tag_cfg, cache)
+        where = cache or str(_hub_cache_dir())
+    else:  # open_clip's URL download: CACHE/<file name>
+        where = cache or str(Path("~/.cache/clip").expanduser())
+        url = tag_cfg.get("url") or ""
+        found = os.path.join(where, os.path.basename(url)) if url else None
+        found = found if found and os.path.isfile(found) else None
+    if found:
+        return f"cache {found}"
+    if _hub_offline(env):
+        why = "HF_HUB_OFFLINE is set"
+    elif not hub:
+        return "download"
+    else:
+        try:
+            from huggingface_hub import get_hf_file_metadata, hf_hub_url
+            from open_clip.constants import HF_WEIGHTS_NAME
+
+            repo_id, filename = os.path.split(hub)
+            get_hf_file_metadata(hf_hub_url(repo_id, filename or HF_WEIGHTS_NAME), timeout=hub_timeout_s)
+            return "download"
+        except Exception as exc:
+            why = _root_cause(exc)
+    raise ClipWeightsError(
+        f"could not load CLIP weights for {model_name}/{pretrained}: not in the cache ({where}) and the hub is "
+        f"unreachable ({why}). Download once with network access, or {_WEIGHTS_HINT}"
+    )
 
 
 # -- preprocessing ---------------------------------------------------------------------------------

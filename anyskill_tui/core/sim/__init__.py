@@ -40,6 +40,7 @@ def make_backend(
     dtype: torch.dtype | None = None,
     model_options: Any = None,
     render_size: tuple[int, int] | None = None,
+    scene: Any = None,
     **kwargs: Any,
 ) -> SimBackend:
     """Build a backend of `num_envs` worlds.
@@ -47,11 +48,17 @@ def make_backend(
     engine: "cpu" or "gpu" ("auto": `default_engine()`); device: torch device of the state tensors (cpu engine:
     default "cpu"; gpu engine: default "cuda"); threads: the cpu engine's thread count (None: all CPUs);
     dtype: float dtype of the cpu engine's tensors (the gpu engine is float32); model_options:
-    `character.model.ModelOptions`; render_size: (width, height) the gpu engine prepares a render context for.
+    `character.model.ModelOptions`; render_size: (width, height) the gpu engine prepares a render context for;
+    scene: objects beside the character (`scene.SceneConfig`, a shipped scene's name or a scene YAML path; None:
+    the character alone), added to `model_options` (`scene.scene_model_options`).
     Extra keyword arguments go to the engine's constructor.
     """
     if engine == "auto":
         engine = default_engine()
+    if scene is not None:
+        from anyskill_tui.core.sim.scene import resolve_scene, scene_model_options
+
+        model_options = scene_model_options(resolve_scene(scene), model_options)
     if engine == "cpu":
         import torch
 
@@ -78,5 +85,8 @@ def make_backend(
             dev = "cuda:0"
         if render_size is not None:
             kwargs.setdefault("render_size", tuple(render_size))
+        if scene is not None:  # an object on the floor adds contacts (a chair's four legs: up to 16) and their rows
+            kwargs.setdefault("nconmax", 64)
+            kwargs.setdefault("njmax", 256)
         return WarpBackend(load_model(model_options), num_envs, device=dev, **kwargs)
     raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)} or auto")

@@ -2,7 +2,11 @@
 
 Physics: `Batch.step(nstep=substeps, stage=mjSTAGE_VEL)` runs the substeps of all worlds on `nthread` threads
 (bit-identical to a loop of `mj_step` over one MjData per world) and recomputes the position and velocity stages
-at the new state, so `xpos`, `xquat`, `cvel` and `subtree_com` describe the state after the last substep.
+at the new state, so `xpos`, `xquat`, `cvel` and `subtree_com` describe the state after the last substep. That
+refresh costs 9 % more instructions per physics step, as the next step's first substep recomputes those stages
+from the world's state row. A persistent batch (`persistent=True`, one MjData per world, ~0.25 MB each) reuses
+them instead and executes 8 % fewer instructions, but it is no faster in wall-clock time on this 2-core machine
+(its per-world data no longer stays in cache), so the batch shares one MjData per thread by default.
 
 Derived quantities (see `backend.py` for the conventions):
 - body origin linear velocity from `cvel` = [omega, v] at the subtree COM of the body's tree root (world
@@ -13,7 +17,11 @@ Derived quantities (see `backend.py` for the conventions):
   contact's normal force exceeds 0.1 N (the GPU engine's rule: a contact of the body with normal force > 0.1 N;
   self contacts flag both bodies). The forces are those of the last substep's constraint solve (contacts detected
   one substep before the returned positions), as Isaac Gym's net contact forces are those of its last simulate
-  call; after `set_state` they are solved at the new state. The sensors cost about 5 % of the step.
+  call; after `set_state` they are solved at the new state. The sensors cost about 3 % of a physics step.
+- with scene objects (`core.sim.scene`), two more sensors per character body, its contacts with the floor and
+  with the character's own bodies, give `body_fall_contact` (contacts with objects left out: the contact of the
+  fall test); without a scene `body_fall_contact` is `body_contact`. Object bodies (ids 16..) are reported in
+  `object_pos`, `object_rot` (xyzw), `object_vel`, `object_angvel` (N, B, ...), B = 0 without a scene.
 
 Rendering: one `mujoco.Renderer` (EGL when there is no display), one scratch MjData; per world the qpos is copied
 in, `mj_kinematics` + `mj_camlight` run, and the model's `track` camera gets the tracking pose of
@@ -50,22 +58,51 @@ CONTACT_FORCE_THRESHOLD = 0.1
 TRACK_CAMERA = "track"
 #: names of the per-body contact sensors added by `build_model`
 CONTACT_SENSOR_NAMES: tuple[str, ...] = tuple(f"_contact_{n}" for n in T.BODY_NAMES)
+#: with scene objects: per-body sensors of the contacts with the floor, and with the character's own bodies
+FLOOR_SENSOR_NAMES: tuple[str, ...] = tuple(f"_floor_contact_{n}" for n in T.BODY_NAMES)
+SELF_SENSOR_NAMES: tuple[str, ...] = tuple(f"_self_contact_{n}" for n in T.BODY_NAMES)
 # contact sensor parameters (intprm): data bits (1 found | 2 force), reduce (2 = maxforce), num (1 contact)
 _CONTACT_DATA_FOUND_FORCE = 1 | 2
 _CONTACT_REDUCE_MAXFORCE = 2
+#: C MuJoCo features `build_model` turns off, as runtime options (not in the MJCF, which MuJoCo Warp shares and
+#: which rejects the midphase flag); instructions per physics step from `benchmarks/cpu_callgrind.py`:
+#: - constraint islands: the character is one kinematic tree, so one island whenever it has contacts and the island
+#:   bookkeeping only adds work (-3.7 %, trajectories bit-identical);
+#: - the collision midphase: BVH culling inside the multi-geom pelvis and torso (-1.1 %, bit-identical);
+#: - the solver's warm start: when the PD targets change every control step (policies, clip tracking) the last
+#:   step's accelerations are a worse start for Newton than the unconstrained ones (2.5 -> 1.9 iterations, -7 %;
+#:   env steps +9-12 % wall-clock); a body lying still under fixed targets is the opposite case (+5 %). Same
+#:   problem, same solution to the solver tolerance: clip tracking over 2 s differs by 1e-13..1e-6 rad.
+CPU_DISABLE_FLAGS = int(
+    mujoco.mjtDisableBit.mjDSBL_ISLAND | mujoco.mjtDisableBit.mjDSBL_MIDPHASE | mujoco.mjtDisableBit.mjDSBL_WARMSTART
+)
 
 
 def build_model(options: ModelOptions | None = None) -> mujoco.MjModel:
-    """The humanoid model plus one `contact` sensor per character body (see the module docstring)."""
+    """The humanoid model plus one `contact` sensor per character body (see the module docstring); with scene
+    objects also the floor and self contact sensors of `body_fall_contact`."""
     spec = mujoco.MjSpec.from_string(humanoid_xml(options))
-    for name, body in zip(CONTACT_SENSOR_NAMES, T.BODY_NAMES, strict=True):
+    anything = mujoco.mjtObj.mjOBJ_UNKNOWN  # no second object: every contact of the body
+    sensors = [(n, b, anything, "") for n, b in zip(CONTACT_SENSOR_NAMES, T.BODY_NAMES, strict=True)]
+    if len(spec.bodies) > T.NUM_BODIES + 1:  # scene bodies follow the character's
+        root, geom, subtree = T.BODY_NAMES[0], mujoco.mjtObj.mjOBJ_GEOM, mujoco.mjtObj.mjOBJ_XBODY
+        sensors += [(n, b, geom, "floor") for n, b in zip(FLOOR_SENSOR_NAMES, T.BODY_NAMES, strict=True)]
+        sensors += [(n, b, subtree, root) for n, b in zip(SELF_SENSOR_NAMES, T.BODY_NAMES, strict=True)]
+    for name, body, reftype, refname in sensors:
         s = spec.add_sensor(
-            name=name, type=mujoco.mjtSensor.mjSENS_CONTACT, objtype=mujoco.mjtObj.mjOBJ_BODY, objname=body
+            name=name,
+            type=mujoco.mjtSensor.mjSENS_CONTACT,
+            objtype=mujoco.mjtObj.mjOBJ_BODY,
+            objname=body,
+            reftype=reftype,
+            refname=refname,
         )
         s.intprm[0] = _CONTACT_DATA_FOUND_FORCE
         s.intprm[1] = _CONTACT_REDUCE_MAXFORCE
         s.intprm[2] = 1
-    return spec.compile()
+    model = spec.compile()
+    model.opt.disableflags |= CPU_DISABLE_FLAGS
+    return model
 
 
 class CpuBackend(SimBackend):
@@ -77,7 +114,9 @@ class CpuBackend(SimBackend):
         nthread: threads of the batch (including the caller's); None: `os.cpu_count()`.
         model_options: options of the generated model (`ModelOptions()` by default).
         dtype: float dtype of the state tensors (float32; float64 for exact comparisons).
-        persistent: keep one MjData per world (`mujoco.batch.Batch(persistent=True)`); more memory, no faster here.
+        persistent: keep one MjData per world (`mujoco.batch.Batch(persistent=True)`): more memory, 8 % fewer
+            instructions, no faster (module docstring). State written into a persistent batch must be followed by
+            `batch.forward` before the next step (`set_state` does it), else that step starts from stale positions.
     """
 
     engine = "cpu"
@@ -125,6 +164,18 @@ class CpuBackend(SimBackend):
         adr = [m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, n)] for n in CONTACT_SENSOR_NAMES]
         self._contact_found = np.asarray(adr, np.int64)  # sensordata column: number of contacts of the body
         self._contact_normal = self._contact_found + 1  # normal force of its strongest contact
+        # scene objects: bodies after the character's, and the floor/self contact columns of the fall contact
+        self._obj_ids = np.arange(T.NUM_BODIES + 1, m.nbody)
+        self._obj_root_ids = m.body_rootid[self._obj_ids]
+        self._fall_normal: np.ndarray | None = None
+        if self._obj_ids.size:
+            self._fall_normal = np.asarray(
+                [
+                    [m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, n)] + 1 for n in names]
+                    for names in (FLOOR_SENSOR_NAMES, SELF_SENSOR_NAMES)
+                ],
+                np.int64,
+            )
         # rendering, created on first use
         self._renderer: mujoco.Renderer | None = None
         self._render_model: mujoco.MjModel | None = None
@@ -137,11 +188,17 @@ class CpuBackend(SimBackend):
         qpos0[3:7] = (1.0, 0.0, 0.0, 0.0)
         self.default_qpos = qpos0
         self.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        #: (nstate,) the integration state `mj_resetData` leaves (model defaults, time 0, no warm start or controls)
+        self._reset_row = np.array(self.batch.state[0])
         self._qpos[:] = qpos0
         self._qvel[:] = 0.0
         self.batch.forward(stage=mujoco.mjtStage.mjSTAGE_ACC)
         #: (N,) bool: the world diverged during the last step and MuJoCo reset it to the model defaults
         self.unstable = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        #: (N, B, 3) / (N, B, 4) xyzw / (N, B, 3) / (N, B, 3): world state of the scene bodies (B = 0: no scene)
+        self.object_pos = self._to_torch(np.zeros((self.num_envs, 0, 3)))
+        self.object_rot = self._to_torch(np.zeros((self.num_envs, 0, 4)))
+        self.object_vel = self.object_angvel = self.object_pos
         self._refresh()
 
     # ------------------------------------------------------------------------------------------------ state
@@ -170,6 +227,19 @@ class CpuBackend(SimBackend):
             self.device
         )
         self.body_contact = torch.from_numpy(normal > CONTACT_FORCE_THRESHOLD).to(self.device)
+        #: (N, 15) bool: body_contact without contacts with scene objects (floor and self contacts only)
+        self.body_fall_contact = self.body_contact
+        if self._fall_normal is not None:
+            fall = self._sensordata[:, self._fall_normal].max(axis=1)  # (N, 15): floor or self, the stronger
+            self.body_fall_contact = torch.from_numpy(fall > CONTACT_FORCE_THRESHOLD).to(self.device)
+            oids = self._obj_ids
+            opos = self._xpos[:, oids]
+            ocvel = self._cvel[:, oids]
+            ocom = self._subtree_com[:, self._obj_root_ids]
+            self.object_pos = self._to_torch(opos)
+            self.object_rot = self._to_torch(self._xquat[:, oids][..., [1, 2, 3, 0]])
+            self.object_vel = self._to_torch(ocvel[..., 3:] + np.cross(ocvel[..., :3], opos - ocom))
+            self.object_angvel = self._to_torch(ocvel[..., :3])
         self.qpos = self._to_torch(self._qpos)
         self.qvel = self._to_torch(self._qvel)
 
@@ -200,7 +270,7 @@ class CpuBackend(SimBackend):
         if ids.size > 1 and not (ids[1:] > ids[:-1]).all():
             raise ValueError("env_ids must be unique")
         # a clean start: warm start, controls and time cleared, as mj_resetData
-        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self.batch.state[ids] = self._reset_row  # the state `batch.reset` would leave, without a batch call
         self._qpos[ids] = qp
         self._qvel[ids] = qv
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_ACC)

@@ -36,6 +36,12 @@ The fall pool (spec §4.6): every env gets a random root orientation (normalised
 height with zero DoFs; fixed random actions U(-0.5, 0.5) are held for 2.5 s (75 control steps), all envs at once
 on the backend; the resulting poses, with zero velocity, are the pool (one per env). It is built at construction
 when `fall_init_prob > 0` (before the first reset), else on first use (saving and restoring the live state).
+
+Scenes (`cfg.scene`, `core.sim.scene`): objects beside the character, in both engines' models after the character
+(its qpos[:35] / qvel[:34], bodies 1..15, observations and AMP features are unchanged). Every episode start puts
+the objects back at their start poses with zero velocity (`_reset_objects`; a recovery episode moves nothing);
+the fall test counts only contacts with the floor or the character itself (`fall_check`). `object_pos`,
+`object_rot` and `object_qpos` expose the objects' state.
 """
 
 from __future__ import annotations
@@ -98,6 +104,9 @@ class EnvConfig:
     motion_pool_size: int = 0
     motion_pool_refresh: int = 8
     camera: CameraSpec = field(default_factory=CameraSpec)
+    #: objects beside the character (`core.sim.scene`): a shipped scene's name, a scene YAML path, a resolved
+    #: scene mapping or `SceneConfig`; None: the character alone
+    scene: Any = None
 
     @property
     def history_length(self) -> int:
@@ -228,7 +237,13 @@ class HumanoidEnv:
             if device == "auto":
                 device = "cuda" if engine == "gpu" else "cpu"
             backend = make_backend(
-                engine, cfg.num_envs, device, threads=cfg.threads, dtype=self.dtype, render_size=_size(cfg.camera)
+                engine,
+                cfg.num_envs,
+                device,
+                threads=cfg.threads,
+                dtype=self.dtype,
+                render_size=_size(cfg.camera),
+                scene=cfg.scene,
             )
             self.engine = engine
         else:
@@ -288,6 +303,7 @@ class HumanoidEnv:
         #: (N,) bool: the physics of the env diverged in the last step (counted as a fall)
         self.unstable = torch.zeros(n, dtype=torch.bool, device=dev)
         self._all_ids = torch.arange(n, device=dev)
+        self._init_scene()
 
         self.fall_pool_qpos: torch.Tensor | None = None
         #: the motion-start pool of `reset_done_masked`: clip ids (P,) and times (P,) of its states; the states
@@ -363,6 +379,48 @@ class HumanoidEnv:
         """(N, 15) bool contact flags."""
         return self.backend.body_contact
 
+    # -------------------------------------------------------------------------------------------- scene objects
+
+    def _init_scene(self) -> None:
+        """The scene (`cfg.scene`) and the objects' start state: the model's qpos0 after the character's 35."""
+        from anyskill_tui.core.sim.scene import resolve_scene
+
+        #: the resolved `scene.SceneConfig`, or None
+        self.scene = resolve_scene(self.cfg.scene)
+        nq = int(self.backend.qpos.shape[1])
+        if self.scene is not None and nq != _NQ_CHAR + self.scene.nq:
+            raise ValueError(
+                f"the backend's model has {nq - _NQ_CHAR} object coordinates, scene {self.scene.name!r} has "
+                f"{self.scene.nq}: build the backend with make_backend(..., scene=cfg.scene)"
+            )
+        self._object_qpos0: torch.Tensor | None = None
+        if nq > _NQ_CHAR:
+            mjm = getattr(self.backend, "mj_model", None) or getattr(self.backend, "model", None)
+            q0 = torch.as_tensor(mjm.qpos0[_NQ_CHAR:], dtype=self.dtype)
+            self._object_qpos0 = q0.to(self.device)
+
+    def _reset_objects(self, qpos: torch.Tensor) -> torch.Tensor:
+        """Write the scene objects' start poses into (n, nq) qpos rows (in place; velocities are the caller's
+        zeros); no-op without a scene. Called by every episode start (`_base_state`, `reset_done_masked`)."""
+        if self._object_qpos0 is not None:
+            qpos[:, _NQ_CHAR:] = self._object_qpos0
+        return qpos
+
+    @property
+    def object_pos(self) -> torch.Tensor:
+        """(N, B, 3) world positions of the scene bodies (B = 0 without a scene), `scene.flat_bodies()` order."""
+        return self._body(self.backend.object_pos)
+
+    @property
+    def object_rot(self) -> torch.Tensor:
+        """(N, B, 4) world orientations (xyzw) of the scene bodies."""
+        return self._body(self.backend.object_rot)
+
+    @property
+    def object_qpos(self) -> torch.Tensor:
+        """(N, nq - 35) the scene joints' coordinates (free: position + wxyz quaternion; hinge/slide: 1 each)."""
+        return self.backend.qpos[:, _NQ_CHAR:].to(self.dtype)
+
     @property
     def key_body_pos(self) -> torch.Tensor:
         """(N, 4, 3) world positions of right_hand, left_hand, right_foot, left_foot."""
@@ -422,8 +480,12 @@ class HumanoidEnv:
         return StepResult(obs=obs, reward=self._reward.clone(), terminated=self.terminated, truncated=self.truncated)
 
     def fall_check(self) -> torch.Tensor:
-        """(N,) bool: a non-foot body touches something and a non-foot body is below its termination height."""
-        contact = (self.backend.body_contact & self._non_contact).any(-1)
+        """(N,) bool: a non-foot body touches something and a non-foot body is below its termination height.
+
+        With a scene, "touches" counts only the floor and the character's own bodies (the backend's
+        `body_fall_contact`): a hand or shin pushing an object is not a fall, a fallen character still touches
+        the floor."""
+        contact = (getattr(self.backend, "body_fall_contact", self.backend.body_contact) & self._non_contact).any(-1)
         low = ((self.backend.body_pos[..., 2].to(self.dtype) < self.termination_heights) & self._non_contact).any(-1)
         return contact & low
 
@@ -489,7 +551,7 @@ class HumanoidEnv:
         else:  # "fall"
             motion, default, fall = none, none, fall | rest
         start = fall | motion | default
-        qpos = self.backend.qpos.to(self.dtype).clone()
+        qpos = self._reset_objects(self.backend.qpos.to(self.dtype).clone())
         qvel = torch.zeros_like(self.backend.qvel, dtype=self.dtype)
         char = torch.zeros((n, _NQ_CHAR), device=dev, dtype=self.dtype)
         char[:, 2] = T.DEFAULT_ROOT_HEIGHT
@@ -671,7 +733,7 @@ class HumanoidEnv:
         self.truncated = self.truncated.index_put((ids,), false)
 
     def _base_state(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        qpos = self.backend.qpos[ids].to(self.dtype).clone()
+        qpos = self._reset_objects(self.backend.qpos[ids].to(self.dtype).clone())
         qvel = torch.zeros_like(self.backend.qvel[ids], dtype=self.dtype)
         return qpos, qvel
 

@@ -20,6 +20,10 @@ worlds, `d.contact.worldid`) involves one of its geoms and the contact's normal 
 constraint forces (`d.efc.force` at `d.contact.efc_address`; the sum of the pyramid edges for the pyramidal cone,
 the first row for the elliptic cone), exceeds `contact_force_threshold` (0.1 N). As with `mj_step`, these are the
 contacts and forces of the last substep (detected at the start of that substep). Self contacts flag both bodies.
+With scene objects (`core.sim.scene`: bodies after the character's), `body_fall_contact` is the same flag
+without the contacts that involve an object's geom (the fall test's contact; without a scene it is
+`body_contact` itself), and `object_pos` / `object_rot` / `object_vel` / `object_angvel` (N, B, ...) hold the
+scene bodies' world state, written by the body-state kernel with the character's.
 
 Velocities: `cvel` is [angular, linear] at the subtree COM of each body's root body, so the world velocity of a
 body origin is v + w x (xpos - subtree_com[root]) (what `mj_objectVelocity(..., flg_local=0)` returns), and the
@@ -103,9 +107,11 @@ def _contact_kernel(
     contact_efc_address: wp.array2d(dtype=int),
     efc_force: wp.array2d(dtype=float),
     geom_slot: wp.array(dtype=int),
+    geom_object: wp.array(dtype=int),
     cone: int,
     threshold: float,
     contact_out: wp.array2d(dtype=wp.bool),
+    fall_out: wp.array2d(dtype=wp.bool),
 ):
     c = wp.tid()
     if c >= nacon[0]:
@@ -127,14 +133,25 @@ def _contact_kernel(
     if fn <= threshold:
         return
     g = contact_geom[c]
+    # a contact with a scene object does not count for the fall test (fall_out is contact_out without a scene)
+    nobj = int(0)  # noqa: UP018 - a typed warp local that the branches below update
+    if g[0] >= 0:
+        nobj += geom_object[g[0]]
+    if g[1] >= 0:
+        nobj += geom_object[g[1]]
+    fall = nobj == 0
     if g[0] >= 0:
         s0 = geom_slot[g[0]]
         if s0 >= 0:
             contact_out[w, s0] = True
+            if fall:
+                fall_out[w, s0] = True
     if g[1] >= 0:
         s1 = geom_slot[g[1]]
         if s1 >= 0:
             contact_out[w, s1] = True
+            if fall:
+                fall_out[w, s1] = True
 
 
 @wp.kernel
@@ -232,6 +249,12 @@ class WarpBackend(SimBackend):
             char = (gb >= 1) & (gb <= nb)
             slot[char] = gb[char] - 1
             self._geom_slot = wp.array(slot, dtype=int)
+            # scene objects: the bodies after the character's (core.sim.scene) and their geoms
+            obj_ids = np.arange(nb + 1, mjm.nbody, dtype=np.int32)
+            self._num_objects = nob = len(obj_ids)
+            self._geom_object = wp.array((gb > nb).astype(np.int32), dtype=int)
+            self._obj_ids = wp.array(obj_ids, dtype=int)
+            self._obj_root_ids = wp.array(mjm.body_rootid[obj_ids].astype(np.int32), dtype=int)
 
             n = self.num_envs
             self._pos_wp = wp.zeros((n, nb), dtype=wp.vec3)
@@ -239,6 +262,12 @@ class WarpBackend(SimBackend):
             self._vel_wp = wp.zeros((n, nb), dtype=wp.vec3)
             self._angvel_wp = wp.zeros((n, nb), dtype=wp.vec3)
             self._contact_wp = wp.zeros((n, nb), dtype=wp.bool)
+            # without a scene the fall contact is the contact (the kernel writes the same flags twice)
+            self._fall_contact_wp = wp.zeros((n, nb), dtype=wp.bool) if nob else self._contact_wp
+            self._obj_pos_wp = wp.zeros((n, nob), dtype=wp.vec3)
+            self._obj_rot_wp = wp.zeros((n, nob), dtype=wp.vec4)
+            self._obj_vel_wp = wp.zeros((n, nob), dtype=wp.vec3)
+            self._obj_angvel_wp = wp.zeros((n, nob), dtype=wp.vec3)
 
         # zero-copy torch views
         tt = wp.to_torch
@@ -255,6 +284,13 @@ class WarpBackend(SimBackend):
         self.body_vel = tt(self._vel_wp)
         self.body_angvel = tt(self._angvel_wp)
         self.body_contact = tt(self._contact_wp)
+        #: (N, 15) bool: body_contact without contacts with scene objects (the fall test's; body_contact if none)
+        self.body_fall_contact = tt(self._fall_contact_wp) if self._num_objects else self.body_contact
+        #: (N, B, 3) / (N, B, 4) xyzw / (N, B, 3) / (N, B, 3): world state of the scene bodies (B = 0: no scene)
+        self.object_pos = tt(self._obj_pos_wp)
+        self.object_rot = tt(self._obj_rot_wp)
+        self.object_vel = tt(self._obj_vel_wp)
+        self.object_angvel = tt(self._obj_angvel_wp)
         # raw MuJoCo Warp views, for benchmarks and diagnostics
         self.xpos = tt(self.d.xpos)
         self.xquat = tt(self.d.xquat)
@@ -334,10 +370,19 @@ class WarpBackend(SimBackend):
             inputs=[d.xpos, d.xquat, d.cvel, d.subtree_com, self._body_ids, self._root_ids],
             outputs=[self._pos_wp, self._rot_wp, self._vel_wp, self._angvel_wp],
         )
+        if self._num_objects:
+            wp.launch(
+                _body_state_kernel,
+                dim=(self.num_envs, self._num_objects),
+                inputs=[d.xpos, d.xquat, d.cvel, d.subtree_com, self._obj_ids, self._obj_root_ids],
+                outputs=[self._obj_pos_wp, self._obj_rot_wp, self._obj_vel_wp, self._obj_angvel_wp],
+            )
 
     def _contacts_body(self) -> None:
         d = self.d
         self._contact_wp.zero_()
+        if self._num_objects:
+            self._fall_contact_wp.zero_()
         wp.launch(
             _contact_kernel,
             dim=d.naconmax,
@@ -349,10 +394,11 @@ class WarpBackend(SimBackend):
                 d.contact.efc_address,
                 d.efc.force,
                 self._geom_slot,
+                self._geom_object,
                 int(self.mj_model.opt.cone),
                 self._threshold,
             ],
-            outputs=[self._contact_wp],
+            outputs=[self._contact_wp, self._fall_contact_wp],
         )
 
     def _step_body(self, substeps: int) -> None:
@@ -413,6 +459,8 @@ class WarpBackend(SimBackend):
             self._act[ids] = 0.0
         self._launch("refresh", self._refresh_body)
         self.body_contact[ids] = False
+        if self._num_objects:
+            self.body_fall_contact[ids] = False
 
     def set_state_where(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
         """Like `set_state` for the worlds where the (N,) bool `mask` is set, with (N, nq) / (N, nv) rows for all
@@ -427,6 +475,8 @@ class WarpBackend(SimBackend):
             self._act.masked_fill_(m, 0.0)
         self._launch("refresh", self._refresh_body)
         self.body_contact.masked_fill_(m, False)
+        if self._num_objects:
+            self.body_fall_contact.masked_fill_(m, False)
 
     def render(self, camera: CameraSpec | None = None) -> torch.Tensor:
         """RGB frames of every world from the tracking camera: (N, 3, H, W) float32 in [0, 1] (a new tensor)."""
@@ -484,6 +534,7 @@ class WarpBackend(SimBackend):
         total = walk(self.m) + walk(self.d)
         for rc in self._render_ctx.values():
             total += walk(rc)
-        for a in (self._pos_wp, self._rot_wp, self._vel_wp, self._angvel_wp, self._contact_wp):
+        scene = (self._fall_contact_wp, self._obj_pos_wp, self._obj_rot_wp, self._obj_vel_wp, self._obj_angvel_wp)
+        for a in (self._pos_wp, self._rot_wp, self._vel_wp, self._angvel_wp, self._contact_wp, *scene):
             total += walk(a)
         return total
