@@ -131,3 +131,24 @@ def test_stability_random_pd_targets_from_fallen_states(model):
             ok += 1
     assert ok == 100, f"{ok}/100 trials stable, worst |qvel| {worst:.1f}"
     assert math.isfinite(worst)
+
+
+def test_euler_equals_implicitfast_for_this_model():
+    """The default Euler integrator (kd as joint damping, integrated implicitly by eulerdamp; actuators with kv = 0)
+    gives the trajectories of `implicitfast`, whose only extra is that same velocity derivative (model docstring)."""
+    off, scale = T.pd_offset_scale()
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(60, len(off)))  # one per 30 Hz control step
+    runs = []
+    for integrator in ("Euler", "implicitfast"):
+        m = M.load_model(M.ModelOptions(integrator=integrator))
+        d = mujoco.MjData(m)
+        d.qpos[2] = 1.2  # dropped from above the floor: impacts, contacts, a fall
+        out = []
+        for step in range(240):
+            d.ctrl[:] = np.asarray(off) + np.asarray(scale) * actions[step // 4]
+            mujoco.mj_step(m, d)
+            out.append(d.qpos.copy())
+        runs.append(np.array(out))
+    assert M.load_model().opt.integrator == mujoco.mjtIntegrator.mjINT_EULER  # the default
+    assert np.abs(runs[0][-1] - runs[0][0]).max() > 0.1  # it moved
+    np.testing.assert_allclose(runs[0], runs[1], rtol=0, atol=1e-9)
