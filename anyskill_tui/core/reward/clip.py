@@ -303,14 +303,7 @@ def load_open_clip(
     if pretrained and not schema and not os.path.isfile(pretrained):
         tag_cfg = dict(open_clip.get_pretrained_cfg(base_name, pretrained) or {})
 
-    file: Path | None = None
-    origin = "none"
-    if weights is not None and str(weights).strip():
-        file, origin = Path(weights).expanduser(), "argument"
-    elif env.get(CLIP_WEIGHTS_ENV, "").strip():
-        file, origin = Path(env[CLIP_WEIGHTS_ENV].strip()).expanduser(), CLIP_WEIGHTS_ENV
-    elif pretrained and not schema and os.path.isfile(pretrained):
-        file, origin = Path(pretrained).expanduser(), "pretrained"
+    file, origin = _weights_file(weights, env, pretrained, schema)
 
     if file is not None:
         _check_weights_file(file, origin)
@@ -400,6 +393,20 @@ def _hub_offline(env: Mapping[str, str]) -> bool:
         return False
 
 
+def _weights_file(
+    weights: str | os.PathLike[str] | None, env: Mapping[str, str], pretrained: str | None, schema: bool
+) -> tuple[Path | None, str]:
+    """The local weights file to load and where its name came from, in the documented order: the ``weights``
+    argument, ``$ANYSKILL_CLIP_WEIGHTS``, a ``pretrained`` that is a file; (None, "none") when none applies."""
+    if weights is not None and str(weights).strip():
+        return Path(weights).expanduser(), "argument"
+    if env.get(CLIP_WEIGHTS_ENV, "").strip():
+        return Path(env[CLIP_WEIGHTS_ENV].strip()).expanduser(), CLIP_WEIGHTS_ENV
+    if pretrained and not schema and os.path.isfile(pretrained):
+        return Path(pretrained).expanduser(), "pretrained"
+    return None, "none"
+
+
 def check_weights_available(
     model_name: str = DEFAULT_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -425,13 +432,7 @@ def check_weights_available(
     """
     env = os.environ if environ is None else environ
     schema = model_name.startswith(_SCHEMAS)
-    file: Path | None = None
-    if weights is not None and str(weights).strip():
-        file, origin = Path(weights).expanduser(), "argument"
-    elif env.get(CLIP_WEIGHTS_ENV, "").strip():
-        file, origin = Path(env[CLIP_WEIGHTS_ENV].strip()).expanduser(), CLIP_WEIGHTS_ENV
-    elif pretrained and not schema and os.path.isfile(pretrained):
-        file, origin = Path(pretrained).expanduser(), "pretrained"
+    file, origin = _weights_file(weights, env, pretrained, schema)
     if file is not None:
         _check_weights_file(file, origin)
         return f"file {file}"
