@@ -26,6 +26,23 @@ POSE_CFG = {
 }
 _CONFIGS = {TINY: TINY_CFG, POSE: POSE_CFG}
 
+#: a tiny LLC config (CPU-sized networks and buffers) for the LLC training tests
+TINY_LLC = {
+    "seed": 0,
+    "env": {"num_envs": 16},
+    "network": {
+        "actor_hidden": [32, 32],
+        "critic_hidden": [32, 32],
+        "encoder_hidden": [32],
+        "disc_hidden": [32, 32],
+        "style_hidden": [16],
+        "style_dim": 8,
+        "latent_dim": 8,
+    },
+    "ppo": {"horizon_length": 8, "minibatch_size": 64, "mini_epochs": 2, "learning_rate": 1e-3, "save_frequency": 2},
+    "calm": {"demo_buffer_size": 256, "replay_buffer_size": 96, "amp_batch_size": 64, "amp_minibatch_size": 32},
+}
+
 
 def register_tiny(monkeypatch) -> None:
     """Register the tiny open_clip configs (TINY, POSE) under their test names for the test's duration."""

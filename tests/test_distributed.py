@@ -37,21 +37,8 @@ from anyskill_tui.core.jobs.trainers import TrainContext  # noqa: E402
 from anyskill_tui.errors import UserError  # noqa: E402
 
 WORLD = 2
-TINY = {
-    "seed": 0,
-    "env": {"num_envs": 16},
-    "network": {
-        "actor_hidden": [32, 32],
-        "critic_hidden": [32, 32],
-        "encoder_hidden": [32],
-        "disc_hidden": [32, 32],
-        "style_hidden": [16],
-        "style_dim": 8,
-        "latent_dim": 8,
-    },
-    "ppo": {"horizon_length": 8, "minibatch_size": 64, "mini_epochs": 2, "learning_rate": 1e-3, "save_frequency": 2},
-    "calm": {"demo_buffer_size": 256, "replay_buffer_size": 96, "amp_batch_size": 64, "amp_minibatch_size": 32},
-}
+from _skill_helpers import TINY_LLC as TINY  # noqa: E402
+
 NETS = ("actor", "critic", "encoder", "disc")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _skill_helpers import TINY_LLC as TINY  # noqa: E402
 
 from anyskill_tui.core.jobs.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from anyskill_tui.core.jobs.trainers import TrainContext
@@ -12,22 +13,6 @@ from anyskill_tui.core.learn.config import llc_config_from_dict
 from anyskill_tui.core.learn.llc_policy import LLC_FORMAT, LlcPolicy, random_llc_policy, save_llc_policy
 from anyskill_tui.core.learn.llc_train import EPOCH_TAGS, LlcTrainer, run_config, train_llc
 from anyskill_tui.errors import UserError
-
-TINY = {
-    "seed": 0,
-    "env": {"num_envs": 16},
-    "network": {
-        "actor_hidden": [32, 32],
-        "critic_hidden": [32, 32],
-        "encoder_hidden": [32],
-        "disc_hidden": [32, 32],
-        "style_hidden": [16],
-        "style_dim": 8,
-        "latent_dim": 8,
-    },
-    "ppo": {"horizon_length": 8, "minibatch_size": 64, "mini_epochs": 2, "learning_rate": 1e-3, "save_frequency": 2},
-    "calm": {"demo_buffer_size": 256, "replay_buffer_size": 96, "amp_batch_size": 64, "amp_minibatch_size": 32},
-}
 
 
 @pytest.fixture(autouse=True)
