@@ -273,8 +273,9 @@ def _w_split_update(dist, motions: Path, out: Path) -> None:
     buf["rewards"] = ref.rewards(buf)
     buf["mask"][:] = True
     gd = torch.Generator().manual_seed(3)
-    demo = ref.demo.sample(64, generator=gd)
-    pair = ref.bank.alignment_pair(64, cfg.calm.enc_pair_max_offset)
+    demo_idx = ref.demo.sample_index(64, generator=gd)
+    demo = (ref.demo.amp[demo_idx], ref.demo_recipe[demo_idx, :2])
+    pair = ref.bank.alignment_recipes(64, cfg.calm.enc_pair_max_offset)
     nets = (("policy", ref.policy), ("critic", ref.critic), ("disc", ref.disc), ("value_norm", ref.value_norm))
     init = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in nets}
     buf, demo, pair, init = dist.broadcast_object((buf, demo, pair, init))  # rank 0's batch and start everywhere
@@ -283,16 +284,16 @@ def _w_split_update(dist, motions: Path, out: Path) -> None:
         """Give the trainer this share of the fixed demo and alignment windows (asserting it asks for it)."""
         n_rows = len(range(64)[rows])
 
-        def demo_sample(n, generator=None):
+        def demo_sample(n):
             assert n == n_rows, (name, n)
             return demo[0][rows], demo[1][rows]
 
         def alignment(n, max_shift):
             assert n == n_rows, (name, n)
-            return pair[0][rows], pair[1][rows]
+            return pair[rows]
 
-        tr.demo.sample = demo_sample
-        tr.bank.alignment_pair = alignment
+        tr.sample_demo = demo_sample
+        tr.bank.alignment_recipes = alignment
         for mname, m in (
             ("policy", tr.policy),
             ("critic", tr.critic),

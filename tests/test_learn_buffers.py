@@ -59,6 +59,29 @@ def test_buffers_state_dict_round_trip():
             small.load_state_dict(buf.state_dict())
 
 
+def test_amp_only_buffers_store_no_encoder_windows():
+    """enc_shape=None (the LLC trainer's buffers): AMP windows alone, and a push with enc windows is refused."""
+    g = torch.Generator().manual_seed(0)
+    for cls in (DemoBuffer, ReplayBuffer):
+        buf = cls(5, amp_shape=(2, 3), enc_shape=None)
+        assert buf.enc is None
+        amp, enc = _pairs(0, 7)
+        buf.push(amp)
+        assert len(buf) == 5
+        idx = buf.sample_index(40, generator=g)
+        assert idx.shape == (40,) and int(idx.max()) < 5
+        got, none = buf.sample(4, generator=g)
+        assert none is None and got.shape == (4, 2, 3)
+        with pytest.raises(ValueError, match="enc windows"):
+            buf.push(amp, enc)
+        other = cls(5, amp_shape=(2, 3), enc_shape=None)
+        other.load_state_dict(buf.state_dict())
+        assert torch.equal(other.amp, buf.amp)
+    fifo = DemoBuffer(5, amp_shape=(2, 3), enc_shape=None)
+    fifo.push(_pairs(0, 7)[0])
+    assert sorted(fifo.amp[:, 0, 0].tolist()) == [2, 3, 4, 5, 6]
+
+
 def test_rollout_storage_minibatches_cover_every_sample_once():
     shapes = {"obs": (3,), "actions": (2,), "logp": (), "values": (), "rewards": (), "dones": (), "latents": (4,)}
     st = RolloutStorage(horizon=4, num_envs=5, shapes=shapes, dtypes={"dones": torch.bool})

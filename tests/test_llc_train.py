@@ -258,3 +258,22 @@ def test_tiny_llc_learns(two_clips, monkeypatch):
     print(f"fixed-D reward {r_before:.3f} -> {r_after:.3f}; episode length {len_before:.1f} -> {len_after:.1f}")
     assert r_after > 2.0 * r_before
     assert r_after - r_before > 0.3
+
+
+def test_normalized_bank_table_equals_normalizing_the_windows(two_clips):
+    """Encoder windows gathered from the bank's normalised table equal normalise-then-cast of the raw windows
+    (bit for bit, float32 and bfloat16), and the cached table follows the normaliser's statistics."""
+    tr = LlcTrainer(llc_config_from_dict(dict(TINY)), two_clips, engine="cpu", threads=1)
+    norm, bank = tr.amp_norm, tr.bank
+    norm.update(bank.windows(*tr.sample_recipes(64)[:, :2].T, tr.K) * 3.0 + 1.0)  # a non-trivial mean and std
+    rec = tr.sample_recipes(32)
+    raw = bank.windows(rec[:, 0], rec[:, 1], tr.K)
+    for dtype in (torch.float32, torch.bfloat16):
+        got = bank.windows(rec[:, 0], rec[:, 1], tr.K, table=bank.normalized_table(norm, dtype))
+        assert got.dtype == dtype and torch.equal(got, norm.normalize(raw).to(dtype))
+    before = bank.normalized_table(norm)
+    assert bank.normalized_table(norm) is before  # cached while the statistics stand
+    norm.update(raw * 10.0)
+    after = bank.normalized_table(norm)
+    assert after is not before and not torch.equal(after, before)
+    assert torch.equal(after, norm.normalize(bank.table))

@@ -2,7 +2,9 @@
 
 Both window buffers hold pairs: a ``num_amp_obs_steps`` AMP window (what D sees) and the ``num_amp_enc_obs_steps``
 encoder window that produced its latent (D is conditioned on ``E(enc window)``). They live on one device,
-are preallocated, and round-trip through ``state_dict``.
+are preallocated, and round-trip through ``state_dict``. With ``enc_shape=None`` a buffer stores the AMP windows
+alone: the LLC trainer keeps each encoder window as a recipe into its demo window bank instead (60 x 125 floats
+per row would be 1.5 GB per 50,000-row buffer).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class _PairBuffer:
         self,
         capacity: int,
         amp_shape: int | Sequence[int],
-        enc_shape: int | Sequence[int],
+        enc_shape: int | Sequence[int] | None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -34,7 +36,11 @@ class _PairBuffer:
         self.capacity = int(capacity)
         self.device = torch.device(device)
         self.amp = torch.zeros((self.capacity, *_shape(amp_shape)), device=self.device, dtype=dtype)
-        self.enc = torch.zeros((self.capacity, *_shape(enc_shape)), device=self.device, dtype=dtype)
+        self.enc = (
+            None
+            if enc_shape is None
+            else torch.zeros((self.capacity, *_shape(enc_shape)), device=self.device, dtype=dtype)
+        )
         self.size = 0
         self.head = 0  # next slot of the FIFO ring
 
@@ -45,7 +51,13 @@ class _PairBuffer:
     def full(self) -> bool:
         return self.size == self.capacity
 
-    def _check(self, amp: torch.Tensor, enc: torch.Tensor) -> None:
+    def _check(self, amp: torch.Tensor, enc: torch.Tensor | None) -> None:
+        if (enc is None) != (self.enc is None):
+            raise ValueError("enc windows must be given exactly when the buffer stores them (enc_shape)")
+        if enc is None or self.enc is None:
+            if amp.shape[1:] != self.amp.shape[1:]:
+                raise ValueError(f"expected rows shaped {tuple(self.amp.shape[1:])}, got {tuple(amp.shape[1:])}")
+            return
         if amp.shape[0] != enc.shape[0]:
             raise ValueError(f"amp and enc batches differ in length: {amp.shape[0]} vs {enc.shape[0]}")
         if amp.shape[1:] != self.amp.shape[1:] or enc.shape[1:] != self.enc.shape[1:]:
@@ -54,35 +66,43 @@ class _PairBuffer:
                 f"got {tuple(amp.shape[1:])} and {tuple(enc.shape[1:])}"
             )
 
-    def _write_fifo(self, amp: torch.Tensor, enc: torch.Tensor) -> None:
+    def _write_fifo(self, amp: torch.Tensor, enc: torch.Tensor | None) -> None:
         n = amp.shape[0]
         if n >= self.capacity:  # only the newest `capacity` rows survive
-            amp, enc, n = amp[-self.capacity :], enc[-self.capacity :], self.capacity
+            amp, n = amp[-self.capacity :], self.capacity
+            enc = None if enc is None else enc[-self.capacity :]
         idx = (self.head + torch.arange(n, device=self.device)) % self.capacity
         self.amp[idx] = amp.to(self.device, self.amp.dtype)
-        self.enc[idx] = enc.to(self.device, self.enc.dtype)
+        if self.enc is not None and enc is not None:
+            self.enc[idx] = enc.to(self.device, self.enc.dtype)
         self.head = (self.head + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` pairs drawn uniformly with replacement."""
+    def sample_index(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) long: rows drawn uniformly with replacement (on the buffer's device)."""
         if self.size == 0:
             raise RuntimeError(f"{type(self).__name__} is empty")
         dev = rng_device(generator, self.device)
-        idx = torch.randint(0, self.size, (n,), generator=generator, device=dev).to(self.device)
-        return self.amp[idx], self.enc[idx]
+        return torch.randint(0, self.size, (n,), generator=generator, device=dev).to(self.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` pairs drawn uniformly with replacement (enc None when the buffer stores no encoder windows)."""
+        idx = self.sample_index(n, generator)
+        return self.amp[idx], None if self.enc is None else self.enc[idx]
 
     def state_dict(self) -> dict:
-        return {"amp": self.amp[: self.size].clone(), "enc": self.enc[: self.size].clone(), "head": self.head}
+        enc = None if self.enc is None else self.enc[: self.size].clone()
+        return {"amp": self.amp[: self.size].clone(), "enc": enc, "head": self.head}
 
     def load_state_dict(self, state: Mapping) -> None:
-        amp, enc = state["amp"], state["enc"]
+        amp, enc = state["amp"], state.get("enc")
         if amp.shape[0] > self.capacity:
             raise ValueError(f"state holds {amp.shape[0]} rows, more than the capacity {self.capacity}")
         self._check(amp, enc)
         n = amp.shape[0]
         self.amp[:n] = amp.to(self.device, self.amp.dtype)
-        self.enc[:n] = enc.to(self.device, self.enc.dtype)
+        if self.enc is not None and enc is not None:
+            self.enc[:n] = enc.to(self.device, self.enc.dtype)
         self.size = n
         self.head = int(state["head"]) % self.capacity
 
@@ -90,7 +110,7 @@ class _PairBuffer:
 class DemoBuffer(_PairBuffer):
     """Demo ``(amp window, encoder window)`` pairs in a FIFO ring: once full, new pairs replace the oldest."""
 
-    def push(self, amp: torch.Tensor, enc: torch.Tensor) -> None:
+    def push(self, amp: torch.Tensor, enc: torch.Tensor | None = None) -> None:
         self._check(amp, enc)
         self._write_fifo(amp, enc)
 
@@ -108,12 +128,14 @@ class ReplayBuffer(_PairBuffer):
             raise ValueError("keep_prob must lie in [0, 1]")
         self.keep_prob = float(keep_prob)
 
-    def push(self, amp: torch.Tensor, enc: torch.Tensor, generator: torch.Generator | None = None) -> None:
+    def push(
+        self, amp: torch.Tensor, enc: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> None:
         self._check(amp, enc)
         free = self.capacity - self.size
         if free > 0:
-            self._write_fifo(amp[:free], enc[:free])
-            amp, enc = amp[free:], enc[free:]
+            self._write_fifo(amp[:free], None if enc is None else enc[:free])
+            amp, enc = amp[free:], None if enc is None else enc[free:]
         if amp.shape[0] == 0:
             return
         dev = rng_device(generator, amp.device)
@@ -123,7 +145,8 @@ class ReplayBuffer(_PairBuffer):
             return
         slots = torch.randint(0, self.capacity, (k,), generator=generator, device=dev).to(self.device)
         self.amp[slots] = amp[keep].to(self.device, self.amp.dtype)
-        self.enc[slots] = enc[keep].to(self.device, self.enc.dtype)
+        if self.enc is not None and enc is not None:
+            self.enc[slots] = enc[keep].to(self.device, self.enc.dtype)
 
 
 class RolloutStorage:

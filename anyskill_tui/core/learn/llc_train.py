@@ -310,20 +310,44 @@ class DemoWindowBank:
         t_a = t_e - ml._rand(n, g) * (length.clamp(max=w) - self.k * self.dt).clamp_min(0.0) if with_amp else t_e
         return torch.stack([ids.long(), self._q(ids, t_e), self._q(ids, t_a)], dim=-1).to(self.device)
 
-    def windows(self, clip: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    def windows(
+        self, clip: torch.Tensor, end: torch.Tensor, steps: int, table: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(n, steps, F) windows, newest step first, gathered from ``table`` (default: the raw feature table)."""
         clip, end = clip.to(self.device).long(), end.to(self.device).long()
         back = torch.arange(steps, device=self.device) * self.sub
         idx = self.starts[clip].unsqueeze(-1) + (end.unsqueeze(-1) - back).clamp_min(0)
-        return self.table[idx]
+        return (self.table if table is None else table)[idx]
 
-    def alignment_pair(self, n: int, max_shift: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two encoder windows of the same clips ending at t0 and min(t0 + U(0, max_shift), L)."""
+    def normalized_table(self, norm, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(rows, F) the table through ``norm.normalize`` (per feature, clamp included), cast to ``dtype``.
+
+        A window gathered from it equals ``norm.normalize(window).to(dtype)`` exactly, but normalising the few
+        thousand table rows replaces passes over every gathered (n, 60, 125) batch (in the update, 24,576 windows
+        per gradient step: gather, subtract, divide, clamp, cast). Cached until the normaliser's statistics
+        change (their in-place version counters are the key, as in ``RunningMeanStd``)."""
+        m, v = norm.mean, norm.var
+        try:
+            key = (m.data_ptr(), v.data_ptr(), m._version, v._version, dtype)
+        except RuntimeError:  # inference tensors have no version counter: no cache
+            return norm.normalize(self.table).to(dtype)
+        cache = self.__dict__.get("_norm_cache") or {}
+        hit = cache.get(id(norm))
+        if hit is None or hit[0] != key:
+            hit = (key, norm.normalize(self.table).to(dtype))
+            cache[id(norm)] = hit
+            self.__dict__["_norm_cache"] = cache
+        return hit[1]
+
+    def alignment_recipes(self, n: int, max_shift: float) -> torch.Tensor:
+        """(n, 3) long: clip id and the end indices of two encoder windows of that clip, ending at t0 and
+        min(t0 + U(0, max_shift), L) (CALM's alignment pairs)."""
         ml, g = self.ml, self.gen
         ids = ml.draw_clips(n, generator=g)
         length = ml.clip_lengths[ids]
         t0 = ml._window_end_times(ids, self.K, self.dt, g)
         t1 = torch.minimum(t0 + ml._rand(n, g) * max_shift, length)
-        return self.windows(ids, self._q(ids, t0), self.K), self.windows(ids, self._q(ids, t1), self.K)
+        return torch.stack([ids.long(), self._q(ids, t0), self._q(ids, t1)], dim=-1).to(self.device)
 
 
 # ---------------------------------------------------------------------------------------------------------- trainer
@@ -449,11 +473,12 @@ class LlcTrainer:
         self.K, self.k, self.F = e.num_amp_enc_obs_steps, e.num_amp_obs_steps, n.amp_obs_dim
         self.bank = DemoWindowBank(self.motion_lib, self.K, self.k, device=dev, generator=self.ml_gen)
         N = self.num_envs = e.num_envs
-        self.demo = DemoBuffer(c.demo_buffer_size, (self.k, self.F), (self.K, self.F), device=dev)
+        # the buffers hold AMP windows; each row's encoder window is a recipe into the bank (below)
+        self.demo = DemoBuffer(c.demo_buffer_size, (self.k, self.F), None, device=dev)
         self.replay = ReplayBuffer(
-            c.replay_buffer_size, (self.k, self.F), (self.K, self.F), keep_prob=c.replay_keep_prob, device=dev
+            c.replay_buffer_size, (self.k, self.F), None, keep_prob=c.replay_keep_prob, device=dev
         )
-        # recipes of the windows in the buffers: clip id, encoder-window end time, AMP-window end time
+        # recipes of the windows in the buffers: clip id, encoder-window end index, AMP-window end index
         self.demo_recipe = torch.zeros((c.demo_buffer_size, 3), dtype=torch.long, device=dev)
         self.replay_recipe = torch.zeros((c.replay_buffer_size, 2), dtype=torch.long, device=dev)
 
@@ -485,15 +510,19 @@ class LlcTrainer:
         """Demo windows (n, steps, F) float32 on the learner device, rebuilt from recipe columns."""
         return self.bank.windows(clip_ids, end_idx, steps)
 
+    def _enc_table(self, autocast: bool = False) -> torch.Tensor:
+        """The bank's table normalised by ``amp_norm``, in the encoder's input dtype: the autocast dtype for the
+        update's passes (``autocast``; what autocast would cast the normalised windows to), else float32."""
+        dtype = self.mp.dtype if autocast and self.mp.enabled else torch.float32
+        return self.bank.normalized_table(self.amp_norm, dtype)
+
     def push_demo(self, n: int) -> None:
         rec = self.sample_recipes(n)
         cap = self.demo.capacity
         if n >= cap:
             rec = rec[-cap:]
         idx = (self.demo.head + torch.arange(rec.shape[0], device=self.device)) % cap
-        enc = self.windows(rec[:, 0], rec[:, 1], self.K)
-        amp = self.windows(rec[:, 0], rec[:, 2], self.k)
-        self.demo.push(amp, enc)
+        self.demo.push(self.windows(rec[:, 0], rec[:, 2], self.k))
         self.demo_recipe[idx] = rec
 
     def fill_demo_buffer(self) -> None:
@@ -502,23 +531,26 @@ class LlcTrainer:
         for _ in range(chunks):
             self.push_demo(c.amp_batch_size)
 
+    def sample_demo(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` demo rows with replacement: AMP windows (n, k, F) and encoder-window recipes (n, 2)."""
+        idx = self.demo.sample_index(n, generator=self.gen)
+        return self.demo.amp[idx], self.demo_recipe[idx, :2]
+
+    def sample_replay(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` replay rows with replacement: agent AMP windows (n, k, F) and their latents' recipes (n, 2)."""
+        idx = self.replay.sample_index(n, generator=self.gen)
+        return self.replay.amp[idx], self.replay_recipe[idx]
+
     def push_replay(self, amp: torch.Tensor, recipe: torch.Tensor) -> None:
         """Agent windows to the replay buffer: all until full, then each kept with ``replay_keep_prob``.
 
-        ``recipe`` (n, 2): clip id and encoder-window end index of each window's latent (its encoder window is
-        rebuilt from the bank)."""
-
-        def win_of(rows: torch.Tensor) -> torch.Tensor:
-            rec = recipe[rows]
-            return self.windows(rec[:, 0], rec[:, 1], self.K)
-
+        ``recipe`` (n, 2): clip id and encoder-window end index of each window's latent."""
         r = self.replay
         free = r.capacity - r.size
         if free > 0:
             m = min(free, amp.shape[0])
             idx = (r.head + torch.arange(m, device=self.device)) % r.capacity
             r.amp[idx] = amp[:m]
-            r.enc[idx] = win_of(torch.arange(m, device=self.device))
             self.replay_recipe[idx] = recipe[:m]
             r.head = (r.head + m) % r.capacity
             r.size = min(r.size + m, r.capacity)
@@ -533,7 +565,6 @@ class LlcTrainer:
             return
         slots = torch.randint(0, r.capacity, (rows.numel(),), generator=self.gen, device=self.device)
         r.amp[slots] = amp[rows]
-        r.enc[slots] = win_of(rows)
         self.replay_recipe[slots] = recipe[rows]
 
     # ------------------------------------------------------------------------------------------ rollout
@@ -552,8 +583,7 @@ class LlcTrainer:
             generator=None if self.env_device != self.device else self.gen,
         )
         rec = self.sample_recipes(N, with_amp=False)[:, :2]
-        win = self.windows(rec[:, 0], rec[:, 1], self.K)
-        z = self.encoder(self.amp_norm.normalize(win)).float()
+        z = self.encoder(self.bank.windows(rec[:, 0], rec[:, 1], self.K, table=self._enc_table())).float()
         need = need.to(self.device)[:, None]
         self.z = torch.where(need, z, self.z)
         self.env_recipe = torch.where(need, rec, self.env_recipe)
@@ -680,15 +710,15 @@ class LlcTrainer:
                     flat["mask"][idx],
                 )
                 rec = flat["recipe"][idx]
-                win = self.windows(rec[:, 0], rec[:, 1], self.K)
                 agent_amp = flat["amp"][idx[:b]]
-                demo_amp, demo_enc = self.demo.sample(b, generator=self.gen)
+                demo_amp, demo_rec = self.sample_demo(b)
                 if len(self.replay) > 0:
-                    rep_amp, rep_enc = self.replay.sample(b, generator=self.gen)
+                    rep_amp, rep_rec = self.sample_replay(b)
                 else:
-                    rep_amp = rep_enc = None
-                w0, w1 = self.bank.alignment_pair(b, c.enc_pair_max_offset)
-                b_al = w0.shape[0]
+                    rep_amp = rep_rec = None
+                al = self.bank.alignment_recipes(b, c.enc_pair_max_offset)  # (b_al, 3) clip, end t0, end t1
+                w0, w1 = self.windows(al[:, 0], al[:, 1], self.K), self.windows(al[:, 0], al[:, 2], self.K)
+                b_al = al.shape[0]
                 # normaliser statistics (train mode, spec §3.4)
                 if p.normalize_input:
                     self.obs_norm.update(obs)
@@ -698,9 +728,12 @@ class LlcTrainer:
                 amp_norm.update(demo_amp)
                 amp_norm.update(w0)
                 amp_norm.update(w1)
+                # encoder windows come normalised (and in the autocast dtype) from the bank's normalised table
+                table = self._enc_table(autocast=True)
                 with self.mp.autocast():
                     # one encoder pass with gradient for the minibatch's latents and the alignment pairs
-                    e_all = enc(amp_norm.normalize(torch.cat([win, w0, w1])))
+                    clips = torch.cat([rec[:, 0], al[:, 0], al[:, 0]])
+                    e_all = enc(self.bank.windows(clips, torch.cat([rec[:, 1], al[:, 1], al[:, 2]]), self.K, table))
                     z, e0, e1 = e_all[:B_mb], e_all[B_mb : B_mb + b_al].float(), e_all[B_mb + b_al :].float()
                     nobs = self.policy.norm_obs(obs)
                     mu = self.actor(nobs, z).float()
@@ -711,11 +744,9 @@ class LlcTrainer:
                         "bounds": bounds_loss(mu, mask=m),
                     }
                     with torch.no_grad():  # demo and replay latents in one pass
-                        if rep_enc is not None:
-                            z_nd = enc(amp_norm.normalize(torch.cat([demo_enc, rep_enc])))
-                            z_demo, z_rep = z_nd[:b], z_nd[b:]
-                        else:
-                            z_demo, z_rep = enc(amp_norm.normalize(demo_enc)), None
+                        nd = demo_rec if rep_rec is None else torch.cat([demo_rec, rep_rec])
+                        z_nd = enc(self.bank.windows(nd[:, 0], nd[:, 1], self.K, table))
+                        z_demo, z_rep = z_nd[:b], (z_nd[b:] if rep_rec is not None else None)
                     disc_loss, dparts = cond_disc_loss(
                         self.disc,
                         amp_norm.normalize(agent_amp),
@@ -890,14 +921,12 @@ class LlcTrainer:
             raise UserError(f"{source}: the demo buffer holds {n} entries, more than calm.demo_buffer_size")
         self.demo_recipe[:n] = rec
         self.demo.amp[:n] = self.windows(rec[:, 0], rec[:, 2], self.k)
-        self.demo.enc[:n] = self.windows(rec[:, 0], rec[:, 1], self.K)
         self.demo.size, self.demo.head = n, int(dd["head"]) % self.demo.capacity
         rr = bufs["replay"]
         n = min(int(rr["size"]), self.replay.capacity)
         rec = rr["recipe"][:n].to(dev)
         self.replay_recipe[:n] = rec
         self.replay.amp[:n] = rr["amp"][:n].to(dev)
-        self.replay.enc[:n] = self.windows(rec[:, 0], rec[:, 1], self.K)
         self.replay.size, self.replay.head = n, int(rr["head"]) % self.replay.capacity
         lat = state["latents"]
         same_envs = lat["z"].shape[0] == self.num_envs
