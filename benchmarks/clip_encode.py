@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frame-size", type=int, default=224, help="rendered frame side in pixels")
     ap.add_argument("--autocast", default="auto", choices=["auto", "bf16", "fp16", "off"])
     ap.add_argument("--raw-255", action="store_true", help="the reference's 0-255 input (bug-compatible)")
+    ap.add_argument("--half-image-tower", action="store_true", help="clip.half_image_tower: half weights, no autocast")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the image tower (benchmark only)")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
         device=device,
         batch_size=args.chunk or args.batch,
         autocast=args.autocast,
+        half_image_tower=args.half_image_tower,
         raw_255_input=args.raw_255,
     )
+    if args.compile:
+        reward.model.visual = torch.compile(reward.model.visual)
     frames = torch.rand(args.batch, 3, args.frame_size, args.frame_size, device=device)
 
     encode = _rate(lambda: reward.encode_images(frames), args.batch, args.iters, args.warmup, device)
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model_size": list(reward.image_size),
         "autocast": str(reward.autocast_dtype).replace("torch.", "") if reward.autocast_dtype else "off",
         "raw_255_input": reward.raw_255_input,
+        "half_image_tower": reward.image_dtype is not None,
+        "compile": bool(args.compile),
         "torch": torch.__version__,
         "encode_images_per_s": encode,
         "preprocess_images_per_s": pre,
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"{args.model} on {out['device_name']}: batch {args.batch} (chunk {reward.batch_size}), "
         f"{args.frame_size}px -> {reward.image_size[0]}x{reward.image_size[1]}, autocast {out['autocast']}"
+        f"{', half image tower' if out['half_image_tower'] else ''}{', compiled' if args.compile else ''}"
     )
     print(f"encode_images (incl. preprocessing): {_fmt(encode)} images/s")
     print(f"preprocessing alone:                 {_fmt(pre)} images/s")

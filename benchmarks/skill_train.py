@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per setting (after 1 warm-up)")
     ap.add_argument("--budget-s", type=float, default=240.0, help="seconds for the budget stage")
     ap.add_argument("--clip-model", default="ViT-B-32")
+    ap.add_argument("--clip-batch", type=int, default=256, help="clip.batch_size (frames per encoder forward)")
+    ap.add_argument("--half-image-tower", action="store_true", help="clip.half_image_tower")
     ap.add_argument("--out", default="skill_bench_out")
     ap.add_argument("--modes", default="parts,render,proxy", help="stages to run, of parts,render,proxy")
     args = ap.parse_args(argv)
@@ -66,10 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         llc = LlcPolicy(llc_config_from_dict({})).eval().to(dev)
         fig["llc"] = "random spec-sized"
-    clip = ClipRewardModel(args.clip_model, None, device=dev, batch_size=512, environ={})
+    clip = ClipRewardModel(
+        args.clip_model,
+        None,
+        device=dev,
+        batch_size=args.clip_batch,
+        half_image_tower=args.half_image_tower,
+        environ={},
+    )
     text = clip.encode_texts(["a person jumps"])
     fig["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    fig["clip"] = {"model": args.clip_model, "weights": "random", "autocast": str(clip.autocast_dtype)}
+    fig["clip"] = {
+        "model": args.clip_model,
+        "weights": "random",
+        "autocast": str(clip.autocast_dtype),
+        "batch_size": clip.batch_size,
+        "half_image_tower": clip.image_dtype is not None,
+    }
 
     def make_cfg(n: int, mode: str):
         return skill_config_from_dict(

@@ -242,6 +242,27 @@ def test_autocast_modes(weights_file) -> None:
     torch.testing.assert_close(bf16, fp32, atol=0.05, rtol=0)
 
 
+def test_half_image_tower(weights_file) -> None:
+    """clip.half_image_tower: the image tower's weights in the autocast dtype, frames encoded in it without
+    autocast, close to autocast's features; the text tower untouched; no effect when autocast is off."""
+    frames = torch.rand(3, 3, 32, 32)
+    auto = ClipRewardModel(TINY, weights=weights_file, environ={}, autocast="bf16")
+    half = ClipRewardModel(TINY, weights=weights_file, environ={}, autocast="bf16", half_image_tower=True)
+    assert half.image_dtype is torch.bfloat16 and auto.image_dtype is None
+    assert {p.dtype for p in half.model.visual.parameters()} == {torch.bfloat16}
+    assert next(half.model.transformer.parameters()).dtype == torch.float32
+    got = half.encode_images(frames)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, auto.encode_images(frames), atol=0.05, rtol=0)
+    torch.testing.assert_close(half.encode_texts(PROMPTS), auto.encode_texts(PROMPTS), atol=0, rtol=0)
+    off = ClipRewardModel(TINY, weights=weights_file, environ={}, autocast="off", half_image_tower=True)
+    assert off.image_dtype is None and next(off.model.visual.parameters()).dtype == torch.float32
+    cfg = ClipConfig.from_mapping({"model": TINY, "weights": str(weights_file), "half_image_tower": True})
+    assert cfg.half_image_tower
+    with pytest.raises(ClipModelError, match="half_image_tower"):
+        ClipConfig.from_mapping({"half_image_tower": "yes"})
+
+
 # -- weights ----------------------------------------------------------------------------------------
 
 

@@ -153,6 +153,7 @@ class ClipSection(ConfigSection):
     weights: str | None = None
     batch_size: int = Field(256, ge=1)
     autocast: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    half_image_tower: bool = False
     raw_255_input: bool = False
     cache_dir: str | None = None
 

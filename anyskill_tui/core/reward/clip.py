@@ -92,6 +92,9 @@ class ClipConfig:
         weights: a local checkpoint file; overrides ``$ANYSKILL_CLIP_WEIGHTS`` and ``pretrained``.
         batch_size: frames (and prompts) per encoder call.
         autocast: ``auto`` (bf16 on CUDA when supported, else fp16; off on CPU), ``bf16``, ``fp16`` or ``off``.
+        half_image_tower: with autocast on, cast the image tower's weights to the autocast dtype once and encode
+            frames in that dtype without autocast (no per-call weight casts, layer norms in half precision: faster,
+            embeddings within ~1e-2 cosine of autocast's). No effect when autocast is off (CPU).
         raw_255_input: feed 0-255 pixels without mean/std, like the reference (spec §5.5, §9.2). Off by default.
         cache_dir: open_clip's download cache (None: the Hugging Face hub cache).
     """
@@ -101,6 +104,7 @@ class ClipConfig:
     weights: str | None = None
     batch_size: int = 256
     autocast: str = "auto"
+    half_image_tower: bool = False
     raw_255_input: bool = False
     cache_dir: str | None = None
 
@@ -120,9 +124,9 @@ class ClipConfig:
             if key == "batch_size":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ClipModelError(f"{where}.batch_size: expected a positive integer, got {value!r}")
-            elif key == "raw_255_input":
+            elif key in ("raw_255_input", "half_image_tower"):
                 if not isinstance(value, bool):
-                    raise ClipModelError(f"{where}.raw_255_input: expected true or false, got {value!r}")
+                    raise ClipModelError(f"{where}.{key}: expected true or false, got {value!r}")
             elif key == "autocast":
                 if value not in _AUTOCAST:
                     raise ClipModelError(f"{where}.autocast: expected one of {sorted(_AUTOCAST)}, got {value!r}")
@@ -638,6 +642,7 @@ class ClipRewardModel:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         autocast: str | None = "auto",
+        half_image_tower: bool = False,
         raw_255_input: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -666,6 +671,7 @@ class ClipRewardModel:
             device=device,
             batch_size=batch_size,
             autocast=autocast,
+            half_image_tower=half_image_tower,
             raw_255_input=raw_255_input,
         )
 
@@ -686,6 +692,7 @@ class ClipRewardModel:
             device=device,
             batch_size=config.batch_size,
             autocast=config.autocast,
+            half_image_tower=config.half_image_tower,
             raw_255_input=config.raw_255_input,
             cache_dir=config.cache_dir,
             environ=environ,
@@ -707,6 +714,7 @@ class ClipRewardModel:
         device: str | torch.device | None = None,
         batch_size: int = 256,
         autocast: str | None = "auto",
+        half_image_tower: bool = False,
         raw_255_input: bool = False,
     ) -> ClipRewardModel:
         """Wrap an already built open_clip model (anything with ``encode_image`` / ``encode_text``).
@@ -735,6 +743,7 @@ class ClipRewardModel:
             device=device,
             batch_size=batch_size,
             autocast=autocast,
+            half_image_tower=half_image_tower,
             raw_255_input=raw_255_input,
         )
         return self
@@ -756,6 +765,7 @@ class ClipRewardModel:
         batch_size: int,
         autocast: str | None,
         raw_255_input: bool,
+        half_image_tower: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ClipModelError(f"CLIP batch size must be positive, got {batch_size}")
@@ -773,6 +783,14 @@ class ClipRewardModel:
         self.batch_size = int(batch_size)
         self.autocast_dtype = resolve_autocast_dtype(autocast, self.device)
         self.raw_255_input = bool(raw_255_input)
+        #: the dtype frames are encoded in without autocast (the image tower cast to it), or None
+        self.image_dtype: torch.dtype | None = None
+        if half_image_tower and self.autocast_dtype is not None:
+            visual = getattr(self.model, "visual", None)
+            if visual is None:
+                raise ClipModelError(f"half_image_tower: CLIP model {model_id} has no `visual` image tower")
+            visual.to(self.autocast_dtype)
+            self.image_dtype = self.autocast_dtype
 
     # -- encoders --
 
@@ -807,8 +825,11 @@ class ClipRewardModel:
         with torch.no_grad():
             for chunk in frames.split(self.batch_size):
                 x = self.preprocess(chunk)
-                with self._autocast():
-                    f = self.model.encode_image(x)
+                if self.image_dtype is not None:  # a half image tower: no autocast, no per-call weight casts
+                    f = self.model.encode_image(x.to(self.image_dtype))
+                else:
+                    with self._autocast():
+                        f = self.model.encode_image(x)
                 out.append(F.normalize(f.float(), dim=-1))
         if not out:
             return torch.zeros(0, self.embed_dim, device=self.device)
