@@ -151,9 +151,9 @@ class ClipSection(ConfigSection):
     model: str = "ViT-B-32"
     pretrained: str | None = "laion2b_s34b_b79k"
     weights: str | None = None
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(1024, ge=1)
     autocast: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    half_image_tower: bool = False
+    half_image_tower: bool = True
     raw_255_input: bool = False
     cache_dir: str | None = None
 

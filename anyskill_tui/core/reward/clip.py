@@ -102,9 +102,9 @@ class ClipConfig:
     model: str = DEFAULT_MODEL
     pretrained: str | None = DEFAULT_PRETRAINED
     weights: str | None = None
-    batch_size: int = 256
+    batch_size: int = 1024
     autocast: str = "auto"
-    half_image_tower: bool = False
+    half_image_tower: bool = True
     raw_255_input: bool = False
     cache_dir: str | None = None
 
