@@ -764,6 +764,12 @@ def queue_training(workspace: Workspace, lib: Library, req: TrainRequest, *, sta
     if req.mode == "llc":
         runs.append(j.queue.enqueue(lib, "llc", req.engine, config=req.config()))
     else:
+        if not req.toy and req.engine != "isaacgym" and req.prompts:
+            # no CLIP weights: one clear error in the dialog now, before any skill or Run exists (as the CLI does)
+            from anyskill_tui.commands.train import preflight_clip
+            from anyskill_tui.core.learn.skill_config import skill_config_from_dict
+
+            preflight_clip(skill_config_from_dict(req.config(req.prompts[0])).clip)
         for prompt in req.prompts:
             skill = lib.find_skill(prompt) or lib.add_skill(prompt)
             cfg = req.config(skill.text)

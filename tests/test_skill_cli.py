@@ -203,7 +203,8 @@ def test_proxy_train_and_report(setup, tmp_path):
 def test_train_without_clip_weights_stops_before_any_run(setup, tmp_path, monkeypatch):
     """No --clip-weights, no $ANYSKILL_CLIP_WEIGHTS, the default ViT-B-32 tag not in the (empty) hub cache and the
     hub offline: `anyskill train` stops with one error naming both options, before a skill, Run row or run dir
-    exists, in both reward modes. No network: HF_HUB_OFFLINE is set and the hub probe is replaced by a recorder."""
+    exists, in both reward modes; `anyskill proxy train` likewise. No network: HF_HUB_OFFLINE is set and the hub
+    probe is replaced by a recorder."""
     import huggingface_hub
 
     ws, weights, llc, cfg = setup
@@ -224,6 +225,12 @@ def test_train_without_clip_weights_stops_before_any_run(setup, tmp_path, monkey
         assert r.exit_code == 1, msg
         assert "ViT-B-32/laion2b_s34b_b79k" in msg and "not in the cache" in msg and "HF_HUB_OFFLINE" in msg
         assert "--clip-weights PATH" in msg and "ANYSKILL_CLIP_WEIGHTS" in msg
+    # `anyskill proxy train` encodes its states with the same CLIP: the same early stop
+    pcfg = tmp_path / "no_clip_proxy.yaml"
+    pcfg.write_text(yaml.safe_dump({"threads": 1, "clip": {"cache_dir": str(tmp_path / "empty_hub_cache")}}))
+    r = invoke(ws, "proxy", "train", "--engine", "cpu", "--no-llc", "--config", str(pcfg))
+    msg = " ".join(r.output.split())
+    assert r.exit_code == 1 and "--clip-weights PATH" in msg and "ANYSKILL_CLIP_WEIGHTS" in msg, msg
     assert probes == []
     # $ANYSKILL_CLIP_WEIGHTS naming a missing file: the same early stop, naming the file and the variable
     monkeypatch.setenv("ANYSKILL_CLIP_WEIGHTS", str(tmp_path / "missing.safetensors"))

@@ -296,6 +296,35 @@ def test_llc_run_queued_charted_and_stopped(ws, tmp_path: Path, monkeypatch: pyt
     run(go)
 
 
+def test_tui_skill_runs_check_clip_weights_first(ws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A skill run queued from the Train dialog without CLIP weights (none given, none in an empty hub cache, the
+    hub offline) fails at once with the CLI's message naming both options; no skill or Run is added."""
+    import huggingface_hub
+
+    from anyskill_tui.core.learn.llc_policy import random_llc_policy, save_llc_policy
+    from anyskill_tui.errors import UserError
+    from anyskill_tui.tui_services import TrainRequest, queue_training
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ANYSKILL_CLIP_WEIGHTS", raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_network)
+    llc = save_llc_policy(tmp_path / "llc.pt", random_llc_policy(0))
+    req = TrainRequest(
+        prompts=["a brand new prompt"], llc_checkpoint=str(llc), overrides={"clip.cache_dir": str(tmp_path / "hub")}
+    )
+    with Library(ws.db_path) as lib:
+        before = (len(lib.list_skills()), len(lib.list_runs()))
+        with pytest.raises(UserError) as err:
+            queue_training(ws, lib, req, start=False)
+        msg = " ".join(str(err.value).split())
+        assert "--clip-weights PATH" in msg and "ANYSKILL_CLIP_WEIGHTS" in msg
+        assert (len(lib.list_skills()), len(lib.list_runs())) == before
+
+
 def test_motions_screen_opens_the_llc_dialog_on_its_dataset(ws) -> None:
     async def go() -> None:
         app = make_app(ws)

@@ -39,7 +39,13 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
 ) -> None:
     """Collect rendered states, CLIP-encode them and fit the proxy MLP; report its agreement with CLIP."""
-    from anyskill_tui.commands.train import check_clip_weights, resolve_engine, resolve_llc, run_foreground
+    from anyskill_tui.commands.train import (
+        check_clip_weights,
+        preflight_clip,
+        resolve_engine,
+        resolve_llc,
+        run_foreground,
+    )
     from anyskill_tui.core.learn.skill_config import load_proxy_config
 
     ws = workspace(ctx)
@@ -58,6 +64,7 @@ def train(
     if weights is not None:
         overrides["clip.weights"] = weights
     cfg = load_proxy_config(config, overrides=overrides)
+    preflight_clip(cfg.clip)  # no CLIP weights: one clear error now, not a Run that fails
     with open_library(ctx) as lib:
         llc_path: str | None = None
         if not no_llc and cfg.data.rollout_states > 0:
