@@ -295,6 +295,7 @@ class DemoWindowBank:
         self.starts = starts.to(self.device)
         self.last = last.to(self.device)
         self.ml_last = last.to(ml.device)
+        self._norm_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}  # normalized_table's, per normaliser and dtype
 
     def _q(self, clip: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         j = torch.round(t.double() * self.rate).long()
@@ -331,12 +332,9 @@ class DemoWindowBank:
             key = (m.data_ptr(), v.data_ptr(), m._version, v._version, dtype)
         except RuntimeError:  # inference tensors have no version counter: no cache
             return norm.normalize(self.table).to(dtype)
-        cache = self.__dict__.get("_norm_cache") or {}
-        hit = cache.get(id(norm))
+        hit = self._norm_cache.get((id(norm), dtype))
         if hit is None or hit[0] != key:
-            hit = (key, norm.normalize(self.table).to(dtype))
-            cache[id(norm)] = hit
-            self.__dict__["_norm_cache"] = cache
+            hit = self._norm_cache[(id(norm), dtype)] = (key, norm.normalize(self.table).to(dtype))
         return hit[1]
 
     def alignment_recipes(self, n: int, max_shift: float) -> torch.Tensor:
