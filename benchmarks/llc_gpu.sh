@@ -13,6 +13,12 @@
 #   the budget allows: samples/s, rollout/update split, peak memory, the simulator alone, and a one-epoch
 #   host-sync audit; all in $OUT/llc_summary.json.
 #
+# Default LLC over several calls on one warm machine (the run dir outlives $OUT, which each call empties):
+#   bash benchmarks/llc_gpu.sh --skip-throughput --run-dir /root/llc_run --resume --no-eval   # train, export
+#   bash benchmarks/llc_gpu.sh --skip-throughput --run-dir /root/llc_run --resume             # ... then eval
+#   every checkpoint also writes the slim policy (parts) and the history to $OUT.
+# --graph-ab (with --throughput-only): the same envs again with the other ppo.cuda_graph setting.
+#
 # Every stage runs in the main thread under a SIGALRM deadline: nothing outlives its stage.
 # Run from the repository root on the device machine.
 set -uo pipefail

@@ -8,10 +8,11 @@ a. **throughput**: the full LLC epoch (simulation + rollout + reward + all PPO/C
    < 20 GB.
 b. **train**: the default LLC config on the starter set (``--train-envs``, default 4,096, the CALM original's env
    count) until ``--budget`` seconds after the script start minus a 60 s margin, through ``train_llc`` with a
-   minimal file-only TrainContext (no store): checkpoints + event files in $OUT/llc_run (only the last
-   checkpoint is kept). Then the slim policy (fp16 weights) goes to $OUT/llc_default.pt; when it is larger than
-   15 MiB (the device tool returns files of at most 16 MiB) it is split into llc_default.pt.part0, .part1, ...
-   (``cat llc_default.pt.part* > llc_default.pt`` restores it).
+   minimal file-only TrainContext (no store): checkpoints + event files in ``--run-dir`` (default $OUT/llc_run;
+   only the last checkpoint is kept; ``--resume`` continues from it). At every checkpoint the slim policy (fp16
+   weights) goes to $OUT/llc_default.pt; when it is larger than 15 MiB (the device tool returns files of at most
+   16 MiB) it is split into llc_default.pt.part0, .part1, ... (``cat llc_default.pt.part* > llc_default.pt``
+   restores it).
 c. **eval**: ``evaluate_llc`` on the exported policy -> $OUT/llc_eval.json.
 d. **curves**: disc reward, episode length, fall rate per epoch -> $OUT/llc_curves.json and a PIL line plot
    $OUT/llc_curves.png.
@@ -97,16 +98,68 @@ def nvidia_smi_mb() -> float | None:
 
 
 class FileContext:
-    """A minimal TrainContext: event files + checkpoints under run_dir, no store."""
+    """A minimal TrainContext: event files + checkpoints under run_dir, no store. ``on_save(state)`` runs after
+    every checkpoint (the train stage exports the slim policy and the history there, so a stage cut short by its
+    deadline still leaves the last saved policy in $OUT)."""
 
-    def __init__(self, run_dir: Path, config: dict, resume_from: Path | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict, resume_from: Path | None = None, on_save=None, stop_at: float | None = None
+    ) -> None:
         from anyskill_tui.core.jobs.trainers import TrainContext
 
         self.inner = TrainContext(run_id=0, run_dir=run_dir, config=config, resume_from=resume_from)
         self.stop_event = self.inner.stop_event
+        self.on_save = on_save
+        self.stop_at = stop_at  # time.monotonic() after which training stops (a final checkpoint follows)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop() or (self.stop_at is not None and time.monotonic() > self.stop_at)
+
+    def save_checkpoint(self, step: int, state: dict, metrics: dict | None = None) -> Path:
+        path = self.inner.save_checkpoint(step, state, metrics)
+        if self.on_save is not None:
+            self.on_save(state)
+        return path
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+#: the device tool returns files of at most 16 MiB: larger policy files travel as parts
+PART_BYTES = 15 * 2**20
+
+
+def export_policy(state: dict, out: Path, summary: dict) -> Path:
+    """The slim fp16 policy of a training state: ``$OUT/llc_default.pt``, or ``.part0``, ``.part1``, ... when it is
+    larger than 15 MiB (``cat llc_default.pt.part* > llc_default.pt`` restores it; the whole file is kept in /tmp
+    for the eval stage). Also writes the training history to ``$OUT/llc_history.json``. Returns the whole file."""
+    from anyskill_tui.core.learn.llc_policy import LlcPolicy, save_llc_policy
+
+    policy = LlcPolicy.from_state(state)
+    keep = Path("/tmp") / f"llc_default_{os.getpid()}.pt"
+    info = {
+        "epochs": state["epoch"],
+        "samples": state["samples"],
+        "motions": "starter",
+        "run": "benchmarks/llc_train.py",
+    }
+    save_llc_policy(keep, policy, extra=info, half=True)
+    data = keep.read_bytes()
+    for old in out.glob("llc_default.pt*"):
+        old.unlink()
+    if len(data) <= PART_BYTES:
+        (out / "llc_default.pt").write_bytes(data)
+    else:
+        for i in range(0, len(data), PART_BYTES):
+            (out / f"llc_default.pt.part{i // PART_BYTES}").write_bytes(data[i : i + PART_BYTES])
+    (out / "llc_history.json").write_text(json.dumps(state.get("history", [])))
+    summary["policy"] = {
+        "epochs": state["epoch"],
+        "samples": state["samples"],
+        "policy_file_mb": len(data) / 2**20,
+        "policy_parts": (len(data) + PART_BYTES - 1) // PART_BYTES,
+    }
+    return keep
 
 
 def llc_config(args, envs: int, epochs: int, extra: dict | None = None):
@@ -210,7 +263,9 @@ def _profile(tr, top: int = 25) -> dict:
         rows = sorted(events, key=lambda e: -getattr(e, dev_attr, 0.0))[:top]
         out[phase] = {
             "wall_s": wall,
-            "device_time_s": sum(getattr(e, dev_attr, 0.0) for e in events) / 1e6,
+            # the kernels' own durations: summing every event's self device time counts each kernel twice (as
+            # itself and as the aten op that launched it), which the figures before 2026-12-04 did
+            "device_time_s": sum(e.time_range.elapsed_us() for e in kernels) / 1e6,
             "kernels": len(kernels),
             "aten_ops": sum(1 for e in prof.events() if e.name.startswith("aten::")),
             "top_ops": [
@@ -225,14 +280,19 @@ def _profile(tr, top: int = 25) -> dict:
     return out
 
 
-def throughput_at(args, envs: int, deadline: float) -> dict:
-    """Warm-up + timed epochs of the full LLC epoch at ``envs`` envs; stops early (recorded) at ``deadline``."""
+def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -> dict:
+    """Warm-up + timed epochs of the full LLC epoch at ``envs`` envs; stops early (recorded) at ``deadline``.
+    ``extra``: config overrides (e.g. ``{"ppo.cuda_graph": False}``)."""
     import torch
 
     from anyskill_tui.core.learn.llc_train import LlcTrainer, default_motions_path
 
-    cfg = llc_config(args, envs, 10**6)
-    log(f"throughput: {cfg.env.num_envs} envs, batch {cfg.batch_size}, minibatch {cfg.ppo.minibatch_size}")
+    extra = {"ppo.cuda_graph": args.cuda_graph, **(extra or {})}
+    cfg = llc_config(args, envs, 10**6, extra)
+    log(
+        f"throughput: {cfg.env.num_envs} envs, batch {cfg.batch_size}, minibatch {cfg.ppo.minibatch_size}, "
+        f"cuda_graph {cfg.ppo.cuda_graph}"
+    )
     engine = "gpu" if args.device == "cuda" else "cpu"
     cuda = args.device == "cuda"
     if cuda:
@@ -248,6 +308,7 @@ def throughput_at(args, envs: int, deadline: float) -> dict:
         "batch": cfg.batch_size,
         "minibatch": cfg.ppo.minibatch_size,
         "disc_rows": cfg.calm.amp_minibatch_size,
+        "cuda_graph": cfg.ppo.cuda_graph,
         "setup_s": time.monotonic() - t,
     }
     try:
@@ -313,54 +374,51 @@ def stage_throughput(args, summary: dict, deadline: float) -> None:
 
 
 def stage_train(args, summary: dict, out: Path) -> Path | None:
-    from anyskill_tui.core.learn.llc_policy import LlcPolicy, save_llc_policy
+    """Train (or with ``--resume`` continue) the default LLC in ``--run-dir`` until the budget; every checkpoint
+    also exports the slim policy and the history to $OUT (:func:`export_policy`). Returns the whole policy file."""
+    from anyskill_tui.core.jobs.checkpoints import latest_checkpoint
     from anyskill_tui.core.learn.llc_train import run_config, train_llc
 
-    remaining = args.budget - (time.monotonic() - T0) - args.margin - args.eval_reserve
+    remaining = args.budget - (time.monotonic() - T0) - args.margin - (args.eval_reserve if args.eval else 0.0)
     if remaining < 20:
         log(f"train: only {remaining:.0f}s left; skipped")
         summary["train"] = {"skipped": True}
         return None
-    cfg = llc_config(args, args.train_envs, 10**6, {"ppo.save_frequency": args.save_every})
+    cfg = llc_config(
+        args, args.train_envs, 10**6, {"ppo.save_frequency": args.save_every, "ppo.cuda_graph": args.cuda_graph}
+    )
     engine = "gpu" if args.device == "cuda" else "cpu"
-    rc = run_config(cfg, None, engine=engine, time_budget_s=remaining, keep_checkpoints=1)
-    run_dir = out / "llc_run"
-    ctx = FileContext(run_dir, rc)
-    log(f"train: {cfg.env.num_envs} envs for up to {remaining:.0f}s -> {run_dir}")
+    # the final save must fit too: the trainer stops when the next epoch would pass its budget; a save of the
+    # 4,096-env state (buffers, env) takes a few seconds, kept free here
+    rc = run_config(cfg, None, engine=engine, time_budget_s=remaining - 15, keep_checkpoints=1)
+    run_dir = Path(args.run_dir) if args.run_dir else out / "llc_run"
+    resume = latest_checkpoint(run_dir) if args.resume else None
+    if args.resume and resume is None:
+        log(f"train: no checkpoint in {run_dir}; starting afresh")
+    exported: list[Path] = []
+
+    def on_save(state: dict) -> None:
+        exported.append(export_policy(state, out, summary))
+
+    # an absolute stop too: the trainer's budget starts after its set-up (kernel compilation on a fresh machine)
+    ctx = FileContext(run_dir, rc, resume_from=resume, on_save=on_save, stop_at=time.monotonic() + remaining - 20)
+    log(f"train: {cfg.env.num_envs} envs for up to {remaining:.0f}s -> {run_dir} (resume from {resume})")
     t = time.monotonic()
     try:
         train_llc(ctx)
     finally:
         ctx.close()
-    from anyskill_tui.core.jobs.checkpoints import latest_checkpoint, load_checkpoint
-
     ck = latest_checkpoint(run_dir)
-    state = load_checkpoint(ck)
     summary["train"] = {
         "envs": cfg.env.num_envs,
-        "epochs": state["epoch"],
-        "samples": state["samples"],
+        "resumed_from": str(resume) if resume else None,
         "wall_s": time.monotonic() - t,
         "checkpoint": str(ck),
-        "checkpoint_mb": ck.stat().st_size / 2**20,
+        "checkpoint_mb": ck.stat().st_size / 2**20 if ck else None,
+        **summary.get("policy", {}),
     }
-    (out / "llc_history.json").write_text(json.dumps(state.get("history", [])))
-    (run_dir / "progress.json").unlink(missing_ok=True)  # the device tool returns at most 8 files
-    policy = LlcPolicy.load(ck)
-    slim = save_llc_policy(out / "llc_default.pt", policy, extra={"epochs": state["epoch"]}, half=True)
-    size = slim.stat().st_size
-    summary["train"]["policy_file_mb"] = size / 2**20
-    if size > 15 * 2**20:
-        data = slim.read_bytes()
-        part = 15 * 2**20
-        for i in range(0, len(data), part):
-            (out / f"llc_default.pt.part{i // part}").write_bytes(data[i : i + part])
-        keep = Path("/tmp") / f"llc_default_{os.getpid()}.pt"  # outside $OUT: kept for the eval stage only
-        slim.replace(keep)
-        summary["train"]["policy_parts"] = (len(data) + part - 1) // part
-        slim = keep
     log(f"train: {summary['train']}")
-    return slim
+    return exported[-1] if exported else None
 
 
 def stage_eval(args, summary: dict, out: Path, policy_path: Path) -> None:
@@ -484,6 +542,15 @@ def main() -> int:
     ap.add_argument("--no-sync-audit", dest="sync_audit", action="store_false", help="skip the host-sync audit epoch")
     ap.add_argument("--profile", action="store_true", help="profile one rollout and one update (torch.profiler)")
     ap.add_argument(
+        "--no-cuda-graph", dest="cuda_graph", action="store_false", help="ppo.cuda_graph off (eager gradient steps)"
+    )
+    ap.add_argument(
+        "--graph-ab", action="store_true", help="--throughput-only: then the same envs with the other ppo.cuda_graph"
+    )
+    ap.add_argument("--run-dir", default=None, help="train: the run directory (default $OUT/llc_run)")
+    ap.add_argument("--resume", action="store_true", help="train: resume from the latest checkpoint in --run-dir")
+    ap.add_argument("--no-eval", dest="eval", action="store_false", help="train: skip the eval stage")
+    ap.add_argument(
         "--anyskill-minibatch", action="store_true", help="minibatch 4096 / D rows 1024 (AnySkill) even at 4,096 envs"
     )
     args = ap.parse_args()
@@ -511,13 +578,18 @@ def main() -> int:
 
         if args.throughput_only:
             # the first trainer compiles the kernels (over 2 minutes on a fresh machine): it gets most of the budget
-            dl = time.monotonic() + left() * (0.7 if args.bench_envs2 else 1.0)
+            dl = time.monotonic() + left() * (0.7 if args.bench_envs2 or args.graph_ab else 1.0)
             run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
-            if args.bench_envs2 and left() > 60:
+            if (args.bench_envs2 or args.graph_ab) and left() > 60:
                 dl2 = time.monotonic() + left()
 
                 def second():
-                    summary["throughput2"] = throughput_at(args, args.bench_envs2, dl2)
+                    if args.graph_ab:  # the same envs with the other update path
+                        summary["throughput2"] = throughput_at(
+                            args, args.bench_envs, dl2, {"ppo.cuda_graph": not args.cuda_graph}
+                        )
+                    else:
+                        summary["throughput2"] = throughput_at(args, args.bench_envs2, dl2)
 
                 run_stage("throughput2", second, summary, left() + 15)
             return 1 if summary.get("errors") else 0
@@ -525,7 +597,7 @@ def main() -> int:
             dl = time.monotonic() + min(150.0, left() * 0.35)
             run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
         policy = run_stage("train", lambda: stage_train(args, summary, out), summary, left() + args.margin * 0.5)
-        if policy is not None:
+        if policy is not None and args.eval:
             run_stage("eval", lambda: stage_eval(args, summary, out, policy), summary, max(10.0, left() + 30))
         if (out / "llc_history.json").exists():
             run_stage("curves", lambda: stage_curves(out), summary, 30.0)

@@ -113,6 +113,9 @@ class PPOConfig(ConfigSection):
     mixed_precision: bool = True
     grad_norm: float = Field(1.0, gt=0.0)
     truncate_grads: bool = False
+    cuda_graph: bool = Field(
+        True, description="replay the update's gradient step from a CUDA graph (CUDA, one process; LLC only)"
+    )
     max_epochs: int = Field(100_000, ge=1)
     save_frequency: int = Field(50, ge=1)
 

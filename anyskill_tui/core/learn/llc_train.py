@@ -24,6 +24,8 @@ One epoch:
    gradient (minibatch windows + alignment pairs) and once without (demo + replay windows); D runs once on the
    agent + replay rows and once on the demo rows (the gradient penalty's double backward sees only those). No
    host synchronisation per minibatch: the logged statistics are summed on the device and read once per epoch.
+   On CUDA (one process, ``ppo.cuda_graph``) the gradient step is captured once in a CUDA graph and replayed; the
+   step's random draws stay outside it, so a graphed run equals an eager one bit for bit (measured on an H200).
 5. **Buffers**: the demo buffer is filled at start and gets ``amp_batch_size`` new pairs per epoch; the epoch's
    agent windows go to the replay buffer (all until full, then each kept with ``replay_keep_prob``).
 
@@ -450,11 +452,17 @@ class LlcTrainer:
             for prm in m.parameters()
             if prm.requires_grad
         ]
-        # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts
-        fused = {"fused": True} if dev.type == "cuda" else {}
-        self.opt = torch.optim.Adam(
-            self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay, **fused
+        # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts; capturable when
+        # the gradient step is replayed from a CUDA graph (_graph_usable)
+        self._opt_flags = (
+            {"fused": True, "capturable": p.cuda_graph and dist.world_size == 1}
+            if dev.type == "cuda"
+            else {"fused": None, "capturable": False}
         )
+        self.opt = torch.optim.Adam(
+            self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay, **self._opt_flags
+        )
+        self._graph: dict[str, Any] | None = None  # the captured gradient step and its static tensors (CUDA)
         # bf16 autocast: float32's range, so no GradScaler (whose found-inf checks read the device every step)
         self.mp = MixedPrecision(dev, enabled=p.mixed_precision, dtype=torch.bfloat16)
         self.coeffs = cfg.loss_coeffs()
@@ -661,6 +669,12 @@ class LlcTrainer:
         return (self.cfg.calm.conditional_disc_reward_w * out).reshape(T, N)
 
     def update(self, buf: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """GAE, then ``mini_epochs`` shuffled passes of gradient steps (:meth:`_grad_step`); returns the mean
+        statistics of those steps (device tensors) and ``_nonfinite`` (per loss, the steps where it was not finite).
+
+        The random draws of each step (minibatch rows, demo and replay rows, alignment pairs) are made here, in
+        the same order as always; everything else of the step is :meth:`_grad_step`, which on CUDA (one process,
+        ``ppo.cuda_graph``) is captured once in a CUDA graph and replayed (:meth:`_graphed_step`)."""
         p, c = self.cfg.ppo, self.cfg.calm
         dev = self.device
         T, N = buf["logp"].shape
@@ -680,7 +694,7 @@ class LlcTrainer:
             self.value_norm.update(values.reshape(-1, 1))
             self.value_norm.update(returns.reshape(-1, 1))
             returns = self.value_norm.normalize(returns.unsqueeze(-1)).squeeze(-1)
-        flat = {
+        src = {
             "recipe": buf["recipe"].reshape(T * N, 2),
             "obs": buf["obs"].reshape(T * N, -1),
             "actions": buf["actions"].reshape(T * N, -1),
@@ -690,100 +704,199 @@ class LlcTrainer:
             "mask": mask.reshape(-1),
             "amp": buf["amp"].reshape(T * N, self.k, self.F),
         }
-        stats = torch.zeros(len(_STAT_KEYS), device=dev)
-        nonfinite = torch.zeros(len(_LOSS_KEYS), device=dev)
+        acc = {
+            "stats": torch.zeros(len(_STAT_KEYS), device=dev),
+            "nonfinite": torch.zeros(len(_LOSS_KEYS), device=dev),
+        }
+        graph = self._graph_usable()
+        staged = False
         steps = 0
-        amp_norm, enc = self.amp_norm, self.encoder
-        log_std = self.actor.log_std
         for _ in range(p.mini_epochs):
             perm = torch.randperm(T * N, generator=self.gen, device=dev)
             for s in range(0, T * N, B):
-                idx = perm[s : s + B]
-                B_mb = idx.shape[0]
-                obs, actions = flat["obs"][idx], flat["actions"][idx]
-                old_logp, adv_mb, ret_mb, m = (
-                    flat["logp"][idx],
-                    flat["adv"][idx],
-                    flat["returns"][idx],
-                    flat["mask"][idx],
-                )
-                rec = flat["recipe"][idx]
-                agent_amp = flat["amp"][idx[:b]]
-                demo_amp, demo_rec = self.sample_demo(b)
+                # this step's draws, in the order the trainer has always drawn them (resume and tests rely on it)
+                mb = {"idx": perm[s : s + B]}
+                mb["demo_amp"], mb["demo_rec"] = self.sample_demo(b)
                 if len(self.replay) > 0:
-                    rep_amp, rep_rec = self.sample_replay(b)
+                    mb["replay_amp"], mb["replay_rec"] = self.sample_replay(b)
+                mb["align"] = self.bank.alignment_recipes(b, c.enc_pair_max_offset)  # (b, 3) clip, end t0, end t1
+                if graph and "replay_amp" in mb and mb["idx"].shape[0] == B:
+                    if not staged:
+                        self._stage_graph_inputs(src)
+                        staged = True
+                    self._graphed_step(mb)
                 else:
-                    rep_amp = rep_rec = None
-                al = self.bank.alignment_recipes(b, c.enc_pair_max_offset)  # (b_al, 3) clip, end t0, end t1
-                w0, w1 = self.windows(al[:, 0], al[:, 1], self.K), self.windows(al[:, 0], al[:, 2], self.K)
-                b_al = al.shape[0]
-                # normaliser statistics (train mode, spec §3.4)
-                if p.normalize_input:
-                    self.obs_norm.update(obs)
-                amp_norm.update(agent_amp)
-                if rep_amp is not None:
-                    amp_norm.update(rep_amp)
-                amp_norm.update(demo_amp)
-                amp_norm.update(w0)
-                amp_norm.update(w1)
-                # encoder windows come normalised (and in the autocast dtype) from the bank's normalised table
-                table = self._enc_table(autocast=True)
-                with self.mp.autocast():
-                    # one encoder pass with gradient for the minibatch's latents and the alignment pairs
-                    clips = torch.cat([rec[:, 0], al[:, 0], al[:, 0]])
-                    e_all = enc(self.bank.windows(clips, torch.cat([rec[:, 1], al[:, 1], al[:, 2]]), self.K, table))
-                    z, e0, e1 = e_all[:B_mb], e_all[B_mb : B_mb + b_al].float(), e_all[B_mb + b_al :].float()
-                    nobs = self.policy.norm_obs(obs)
-                    mu = self.actor(nobs, z).float()
-                    logp = gaussian_log_prob(actions, mu, log_std)
-                    parts = {
-                        "actor": ppo_actor_loss(logp, old_logp, adv_mb, p.e_clip, m),
-                        "critic": value_loss(self.critic(nobs, z).float(), ret_mb),
-                        "bounds": bounds_loss(mu, mask=m),
-                    }
-                    with torch.no_grad():  # demo and replay latents in one pass
-                        nd = demo_rec if rep_rec is None else torch.cat([demo_rec, rep_rec])
-                        z_nd = enc(self.bank.windows(nd[:, 0], nd[:, 1], self.K, table))
-                        z_demo, z_rep = z_nd[:b], (z_nd[b:] if rep_rec is not None else None)
-                    disc_loss, dparts = cond_disc_loss(
-                        self.disc,
-                        amp_norm.normalize(agent_amp),
-                        z[:b],
-                        amp_norm.normalize(rep_amp) if rep_amp is not None else None,
-                        z_rep,
-                        amp_norm.normalize(demo_amp),
-                        z_demo,
-                        self.coeffs,
-                    )
-                    parts["disc"] = disc_loss
-                    parts["enc"], eparts = encoder_reg_loss(e0, e1, uniformity_weight=self.coeffs.enc_uniformity_weight)
-                    parts = {k_: v.float() for k_, v in parts.items()}
-                    total = calm_total_loss(parts, self.coeffs)
-                parts["total"] = total
-                parts = _inject(parts)
-                self.mp.step(total, self.opt, self.params, max_norm=p.grad_norm, clip=p.truncate_grads, want_norm=False)
-                with torch.no_grad():
-                    losses = torch.stack([parts[k_].detach() for k_ in _LOSS_KEYS])
-                    nonfinite += ~torch.isfinite(losses)
-                    cf = clip_fraction(logp.detach(), old_logp, p.e_clip, m)
-                    row = torch.stack(
-                        [
-                            *losses,
-                            dparts["demo_acc"],
-                            dparts["agent_acc"],
-                            dparts["demo_logit"],
-                            dparts["agent_logit"],
-                            dparts["grad_penalty"],
-                            eparts["enc_align"],
-                            eparts["enc_uniform"],
-                            cf,
-                        ]
-                    ).float()
-                    stats += row
+                    self._grad_step(src, mb, acc)
                 steps += 1
-        out = dict(zip(_STAT_KEYS, (stats / max(steps, 1)).unbind(0), strict=True))
-        out["_nonfinite"] = nonfinite
+        if staged:
+            # the graph's normaliser updates bumped no version counters: drop the caches keyed on them
+            self._drop_norm_caches()
+            for name in ("stats", "nonfinite"):
+                acc[name] += self._graph["acc"][name]
+        out = dict(zip(_STAT_KEYS, (acc["stats"] / max(steps, 1)).unbind(0), strict=True))
+        out["_nonfinite"] = acc["nonfinite"]
         return out
+
+    def _grad_step(self, src: Mapping[str, torch.Tensor], mb: Mapping[str, torch.Tensor], acc: dict) -> None:
+        """One gradient step on the minibatch ``mb`` of the epoch's samples ``src`` (device tensors only: no host
+        sync, no random draw, so that a CUDA graph can replay it).
+
+        ``src``: the epoch's flattened samples (recipe (S, 2), obs (S, obs_dim), actions (S, A), logp, adv,
+        returns, mask (S,), amp (S, k, F)). ``mb``: ``idx`` (B,) rows of ``src``; ``demo_amp`` (b, k, F) and
+        ``demo_rec`` (b, 2) demo windows and their encoder recipes; ``replay_amp``/``replay_rec`` the same from
+        the replay buffer (absent while it is empty); ``align`` (b, 3) alignment recipes. Adds the step's
+        statistics to ``acc["stats"]`` and its non-finite loss flags to ``acc["nonfinite"]``."""
+        p = self.cfg.ppo
+        b = self.cfg.calm.amp_minibatch_size
+        amp_norm, enc = self.amp_norm, self.encoder
+        log_std = self.actor.log_std
+        idx = mb["idx"]
+        B_mb = idx.shape[0]
+        obs, actions = src["obs"][idx], src["actions"][idx]
+        old_logp, adv_mb, ret_mb, m = src["logp"][idx], src["adv"][idx], src["returns"][idx], src["mask"][idx]
+        rec = src["recipe"][idx]
+        agent_amp = src["amp"][idx[:b]]
+        demo_amp, demo_rec = mb["demo_amp"], mb["demo_rec"]
+        rep_amp, rep_rec = mb.get("replay_amp"), mb.get("replay_rec")
+        al = mb["align"]
+        w0, w1 = self.windows(al[:, 0], al[:, 1], self.K), self.windows(al[:, 0], al[:, 2], self.K)
+        b_al = al.shape[0]
+        # normaliser statistics (train mode, spec §3.4)
+        if p.normalize_input:
+            self.obs_norm.update(obs)
+        amp_norm.update(agent_amp)
+        if rep_amp is not None:
+            amp_norm.update(rep_amp)
+        amp_norm.update(demo_amp)
+        amp_norm.update(w0)
+        amp_norm.update(w1)
+        # encoder windows come normalised (and in the autocast dtype) from the bank's normalised table
+        table = self._enc_table(autocast=True)
+        with self.mp.autocast():
+            # one encoder pass with gradient for the minibatch's latents and the alignment pairs
+            clips = torch.cat([rec[:, 0], al[:, 0], al[:, 0]])
+            e_all = enc(self.bank.windows(clips, torch.cat([rec[:, 1], al[:, 1], al[:, 2]]), self.K, table))
+            z, e0, e1 = e_all[:B_mb], e_all[B_mb : B_mb + b_al].float(), e_all[B_mb + b_al :].float()
+            nobs = self.policy.norm_obs(obs)
+            mu = self.actor(nobs, z).float()
+            logp = gaussian_log_prob(actions, mu, log_std)
+            parts = {
+                "actor": ppo_actor_loss(logp, old_logp, adv_mb, p.e_clip, m),
+                "critic": value_loss(self.critic(nobs, z).float(), ret_mb),
+                "bounds": bounds_loss(mu, mask=m),
+            }
+            with torch.no_grad():  # demo and replay latents in one pass
+                nd = demo_rec if rep_rec is None else torch.cat([demo_rec, rep_rec])
+                z_nd = enc(self.bank.windows(nd[:, 0], nd[:, 1], self.K, table))
+                z_demo, z_rep = z_nd[:b], (z_nd[b:] if rep_rec is not None else None)
+            disc_loss, dparts = cond_disc_loss(
+                self.disc,
+                amp_norm.normalize(agent_amp),
+                z[:b],
+                amp_norm.normalize(rep_amp) if rep_amp is not None else None,
+                z_rep,
+                amp_norm.normalize(demo_amp),
+                z_demo,
+                self.coeffs,
+            )
+            parts["disc"] = disc_loss
+            parts["enc"], eparts = encoder_reg_loss(e0, e1, uniformity_weight=self.coeffs.enc_uniformity_weight)
+            parts = {k_: v.float() for k_, v in parts.items()}
+            total = calm_total_loss(parts, self.coeffs)
+        parts["total"] = total
+        parts = _inject(parts)
+        self.mp.step(total, self.opt, self.params, max_norm=p.grad_norm, clip=p.truncate_grads, want_norm=False)
+        with torch.no_grad():
+            losses = torch.stack([parts[k_].detach() for k_ in _LOSS_KEYS])
+            acc["nonfinite"] += ~torch.isfinite(losses)
+            cf = clip_fraction(logp.detach(), old_logp, p.e_clip, m)
+            row = torch.stack(
+                [
+                    *losses,
+                    dparts["demo_acc"],
+                    dparts["agent_acc"],
+                    dparts["demo_logit"],
+                    dparts["agent_logit"],
+                    dparts["grad_penalty"],
+                    eparts["enc_align"],
+                    eparts["enc_uniform"],
+                    cf,
+                ]
+            ).float()
+            acc["stats"] += row
+
+    # ------------------------------------------------------------------------------------------ CUDA graph
+
+    #: eager steps (on a side stream) before the gradient step is captured: optimiser state, autocast and cuBLAS
+    #: workspaces, cached masks all exist before capture
+    GRAPH_WARMUP_STEPS = 2
+
+    def _graph_usable(self) -> bool:
+        """Whether full minibatches replay a captured gradient step: CUDA, one process, ``ppo.cuda_graph``, and
+        no fp16 GradScaler (whose skip decision reads the device)."""
+        return (
+            self.cfg.ppo.cuda_graph
+            and self.device.type == "cuda"
+            and self.dist.world_size == 1
+            and self.mp.scaler is None
+            and self.mp.grad_hook is None
+        )
+
+    def _stage_graph_inputs(self, src: Mapping[str, torch.Tensor]) -> None:
+        """Copy the epoch's samples into the graph's static tensors (allocated on first use; new shapes drop the
+        graph) and zero the graph's accumulators."""
+        g = self._graph
+        if g is not None and any(g["src"][k].shape != v.shape or g["src"][k].dtype != v.dtype for k, v in src.items()):
+            g = None
+        if g is None:
+            g = self._graph = {
+                "src": {k: torch.empty_like(v) for k, v in src.items()},
+                "mb": None,
+                "acc": {
+                    "stats": torch.zeros(len(_STAT_KEYS), device=self.device),
+                    "nonfinite": torch.zeros(len(_LOSS_KEYS), device=self.device),
+                },
+                "warm": 0,
+                "graph": None,
+            }
+        for k, v in src.items():
+            g["src"][k].copy_(v)
+        for v in g["acc"].values():
+            v.zero_()
+
+    def _graphed_step(self, mb: Mapping[str, torch.Tensor]) -> None:
+        """:meth:`_grad_step` on the static inputs: warm-up steps run eagerly on a side stream, the next one is
+        captured, and every step after that (this one included) is a replay of that graph."""
+        g = self._graph
+        if g["mb"] is None:
+            g["mb"] = {k: torch.empty_like(v) for k, v in mb.items()}
+        for k, v in mb.items():
+            g["mb"][k].copy_(v)
+        if g["graph"] is None:
+            cur = torch.cuda.current_stream(self.device)
+            if g["warm"] < self.GRAPH_WARMUP_STEPS:
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(cur)
+                with torch.cuda.stream(side):
+                    self._grad_step(g["src"], g["mb"], g["acc"])
+                cur.wait_stream(side)
+                g["warm"] += 1
+                return
+            self._drop_norm_caches()  # no tensor computed outside the graph may be read from a cache inside it
+            self.opt.zero_grad(set_to_none=True)  # backward allocates the gradients in the graph's pool
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._grad_step(g["src"], g["mb"], g["acc"])
+            g["graph"] = graph
+            self._drop_norm_caches()
+        g["graph"].replay()
+
+    def _drop_norm_caches(self) -> None:
+        """Forget the normalisers' and the bank's cached casts (keyed on version counters, which a graph replay's
+        in-place updates do not bump)."""
+        for norm in (self.obs_norm, self.amp_norm, self.value_norm):
+            norm.__dict__.pop("_ms_cache", None)
+        self.bank._norm_cache.clear()
 
     def epoch_step(self) -> dict[str, float]:
         """One epoch: rollout, reward, update, buffers. Returns the epoch's metrics (host floats)."""
@@ -907,6 +1020,13 @@ class LlcTrainer:
         except (KeyError, RuntimeError) as exc:
             raise UserError(f"{source}: cannot resume: the networks do not match this config ({exc})") from None
         self.opt.load_state_dict(state["optimizer"])
+        for group in self.opt.param_groups:  # this trainer's implementation, whatever the saving one used
+            group.update(self._opt_flags)
+        for prm, st in self.opt.state.items():  # fused/capturable Adam keeps its step counts on the device
+            if "step" in st and torch.is_tensor(st["step"]):
+                on_dev = bool(self._opt_flags.get("fused") or self._opt_flags.get("capturable"))
+                st["step"] = st["step"].to(prm.device if on_dev else "cpu", torch.float32)
+        self._graph = None  # the optimiser's state tensors are new objects: capture again
         self.mp.load_state_dict(state.get("scaler") or {})
         self.epoch = int(state["epoch"])
         self.samples = int(state["samples"])
