@@ -119,7 +119,9 @@ def test_train_bad_inputs_leave_the_library_alone(setup, tmp_path):
     bad_llc[1] = str(tmp_path / "nope.pt")
     r = invoke(ws, "train", "jump", *bad_llc)
     assert r.exit_code == 1 and "anyskill llc train" in r.output and "--llc" in r.output
-    r = invoke(ws, "train", "jump", *args[2:])  # no --llc: nothing shipped, no llc run
+    with pytest.MonkeyPatch.context() as mp:  # no --llc, no llc run, and (here) nothing shipped
+        mp.setattr("anyskill_tui.commands.train.default_llc_file", lambda: tmp_path / "not-shipped.pt")
+        r = invoke(ws, "train", "jump", *args[2:])
     assert r.exit_code == 1 and "no LLC checkpoint found" in r.output
     bad_w = list(args)
     bad_w[bad_w.index("--clip-weights") + 1] = str(tmp_path / "missing.bin")

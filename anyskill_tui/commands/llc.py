@@ -325,7 +325,9 @@ def set_run_nproc(ws: Any, run_id: int, nproc: int, kind: str) -> None:
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="An LLC training checkpoint or slim policy file.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="An LLC training checkpoint or slim policy file; `default`: the shipped LLC.")
+    ],
     motions: Annotated[Path | None, typer.Option("--motions", help="Motion dataset. Default: the starter set.")] = None,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes (latents) per clip.")] = 4,
     seconds: Annotated[float, typer.Option("--seconds", help="Seconds per episode.")] = 5.0,
@@ -333,6 +335,10 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
 ) -> None:
     """Per-clip fall rate and key-body error of an LLC, and how well its latents separate the clips."""
+    if str(checkpoint) == "default" and not checkpoint.exists():
+        from anyskill_tui.commands.train import default_llc_file
+
+        checkpoint = default_llc_file()
     if not checkpoint.exists():
         raise UserError(f"checkpoint {checkpoint} does not exist")
     eng = _resolve_engine(engine)

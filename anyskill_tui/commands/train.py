@@ -3,9 +3,9 @@
 What it does:
 
 1. resolves the prompt(s) (the argument and/or ``--prompts texts.yaml``), the LLC (``--llc``, the config's
-   ``llc.path``, the shipped ``configs/llc/default.pt``, else the newest checkpoint of the newest finished
-   ``llc`` run in the library) and the config (``configs/skill.yaml`` or ``--config``, plus the options), all
-   before touching the library: bad input leaves the library as it was;
+   ``llc.path``, the newest checkpoint of the newest finished ``llc`` run in the library, else the shipped
+   ``configs/llc/default.pt``, trained on the starter motions) and the config (``configs/skill.yaml`` or
+   ``--config``, plus the options), all before touching the library: bad input leaves the library as it was;
 2. finds or creates the skill(s) in the library and creates a ``skill`` Run with the resolved config;
 3. without ``--detach``: runs it in the foreground **through the runner** (``core.jobs.runner.execute``, the same
    code path a detached run takes: status, heartbeats, checkpoints, stop on Ctrl-C) with a Rich progress line
@@ -60,10 +60,7 @@ def resolve_llc(explicit: Path | str | None, configured: str | None, lib: Librar
         if not p.is_file():
             raise UserError(f"LLC checkpoint {p} (from the config's llc.path) does not exist; {LLC_HINT}")
         return p.resolve()
-    shipped = default_llc_file()
-    if shipped.is_file():
-        return shipped.resolve()
-    if lib is not None:
+    if lib is not None:  # the user's own trained LLC before the shipped one
         from anyskill_tui.core.jobs.checkpoints import latest_checkpoint
         from anyskill_tui.core.jobs.launcher import resolve_run_dir
 
@@ -71,6 +68,9 @@ def resolve_llc(explicit: Path | str | None, configured: str | None, lib: Librar
             found = latest_checkpoint(resolve_run_dir(ws_root, run))
             if found is not None:
                 return found.resolve()
+    shipped = default_llc_file()
+    if shipped.is_file():
+        return shipped.resolve()
     raise UserError(f"no LLC checkpoint found (no --llc, no {shipped}, no finished llc run); {LLC_HINT}")
 
 
