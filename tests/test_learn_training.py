@@ -24,14 +24,7 @@ from anyskill_tui.core.learn.ppo import (
     value_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest single-threaded (and do not fight parallel test workers for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _target(s: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,7 @@ from anyskill_tui.workspace import init_workspace
 SHIPPED = default_llc_file()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_shipped_llc_is_the_spec_sized_controller():

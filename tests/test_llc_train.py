@@ -14,13 +14,7 @@ from anyskill_tui.core.learn.llc_policy import LLC_FORMAT, LlcPolicy, random_llc
 from anyskill_tui.core.learn.llc_train import EPOCH_TAGS, LlcTrainer, run_config, train_llc
 from anyskill_tui.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
