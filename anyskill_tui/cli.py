@@ -112,16 +112,22 @@ def info(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
 ) -> None:
-    """Show the workspace, schema version, library counts, engines, GPU and CLIP weights."""
+    """Show the workspace, schema version, library counts, engines, GPU, CLIP weights and the default LLC."""
     from anyskill_tui import __version__
     from anyskill_tui.commands import _environment as env
     from anyskill_tui.commands._common import open_library, workspace
+    from anyskill_tui.commands.train import default_llc_file, resolve_llc
+    from anyskill_tui.errors import UserError
     from anyskill_tui.store.db import SCHEMA_VERSION
 
     ws = workspace(ctx)
     with open_library(ctx) as lib:
         counts = lib.counts()
         version = lib.schema_version
+        try:  # the LLC `anyskill train` uses when none is named
+            llc_path: str | None = str(resolve_llc(None, None, lib, ws.root))
+        except UserError:
+            llc_path = None
     gpus = env.cuda_gpus()
     data = {
         "version": __version__,
@@ -133,6 +139,7 @@ def info(
         "engines": env.engines(),
         "cuda": {"available": bool(gpus), "gpus": gpus},
         "clip_weights": env.clip_weights(),
+        "llc": {"path": llc_path, "shipped": llc_path == str(default_llc_file().resolve())},
     }
     if as_json:
         print_json(data)
@@ -159,6 +166,11 @@ def info(
     g.add_row("CUDA GPU", yn(bool(gpus)) + (f"  {'; '.join(gpus)}" if gpus else ""))
     cw = data["clip_weights"]
     g.add_row("CLIP weights", yn(cw["found"]) + f"  [dim]{cw.get('path') or cw.get('note', '')}[/dim]")
+    llc = data["llc"]
+    if llc["path"] is None:
+        g.add_row("default LLC", "[red]none[/red]  [dim](anyskill llc train, or --llc PATH)[/dim]")
+    else:
+        g.add_row("default LLC", ("shipped  " if llc["shipped"] else "") + f"[dim]{llc['path']}[/dim]")
     out_console().print(g)
 
 

@@ -74,6 +74,9 @@ def test_info(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert set(data["engines"]) == {"cpu", "gpu", "isaacgym"}
     assert set(data["engines"]["gpu"]["modules"]) == {"mujoco_warp", "warp"}
     assert isinstance(data["cuda"]["available"], bool)
+    from anyskill_tui.commands.train import default_llc_file
+
+    assert data["llc"] == {"path": str(default_llc_file().resolve()), "shipped": True}  # no llc run of one's own
     weights = tmp_path / "clip.bin"
     weights.write_bytes(b"0")
     monkeypatch.setenv("ANYSKILL_CLIP_WEIGHTS", str(weights))
@@ -86,7 +89,9 @@ def test_info(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert json.loads(ok(ws, "info", "--json").stdout)["clip_weights"]["found"] is True
     human = ok(ws, "info").stdout
-    assert str(ws) in human and "schema" in human and "engine cpu" in human
+    assert str(ws) in human and "schema" in human and "engine cpu" in human and "default LLC" in human
+    monkeypatch.setattr("anyskill_tui.commands.train.default_llc_file", lambda: tmp_path / "not-shipped.pt")
+    assert json.loads(ok(ws, "info", "--json").stdout)["llc"] == {"path": None, "shipped": False}
 
 
 # -- skills ------------------------------------------------------------------------------------
