@@ -388,9 +388,7 @@ def stage_train(args, summary: dict, out: Path) -> Path | None:
         args, args.train_envs, 10**6, {"ppo.save_frequency": args.save_every, "ppo.cuda_graph": args.cuda_graph}
     )
     engine = "gpu" if args.device == "cuda" else "cpu"
-    # the final save must fit too: the trainer stops when the next epoch would pass its budget; a save of the
-    # 4,096-env state (buffers, env) takes a few seconds, kept free here
-    rc = run_config(cfg, None, engine=engine, time_budget_s=remaining - 15, keep_checkpoints=1)
+    rc = run_config(cfg, None, engine=engine, keep_checkpoints=1)
     run_dir = Path(args.run_dir) if args.run_dir else out / "llc_run"
     resume = latest_checkpoint(run_dir) if args.resume else None
     if args.resume and resume is None:
@@ -400,7 +398,8 @@ def stage_train(args, summary: dict, out: Path) -> Path | None:
     def on_save(state: dict) -> None:
         exported.append(export_policy(state, out, summary))
 
-    # an absolute stop too: the trainer's budget starts after its set-up (kernel compilation on a fresh machine)
+    # an absolute deadline (the trainer's own time budget would start after its set-up, kernel compilation on a
+    # fresh machine); the 20 s left after it hold the last epoch and the final save of the 4,096-env state
     ctx = FileContext(run_dir, rc, resume_from=resume, on_save=on_save, stop_at=time.monotonic() + remaining - 20)
     log(f"train: {cfg.env.num_envs} envs for up to {remaining:.0f}s -> {run_dir} (resume from {resume})")
     t = time.monotonic()
@@ -409,6 +408,7 @@ def stage_train(args, summary: dict, out: Path) -> Path | None:
     finally:
         ctx.close()
     ck = latest_checkpoint(run_dir)
+    (run_dir / "progress.json").unlink(missing_ok=True)  # the device tool returns at most 8 files
     summary["train"] = {
         "envs": cfg.env.num_envs,
         "resumed_from": str(resume) if resume else None,

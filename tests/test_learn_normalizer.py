@@ -53,3 +53,15 @@ def test_normalize_does_not_update_and_state_dict_round_trip():
     x = torch.randn(6, 3)
     torch.testing.assert_close(other.normalize(x), rms.normalize(x))
     assert other.count.item() == 20
+
+
+def test_clear_cache_drops_casts_that_an_unversioned_write_left_stale():
+    """A write that bumps no version counter (here through ``.data``; in training, a CUDA graph replaying
+    ``update``) leaves the cached mean/std stale until ``clear_cache``."""
+    rms = RunningMeanStd(3, clip=None)
+    x = torch.ones(2, 3)
+    assert torch.allclose(rms.normalize(x), x, atol=1e-4)  # count 0: identity up to eps
+    rms.mean.data.fill_(1.0)
+    assert torch.allclose(rms.normalize(x), x, atol=1e-4)  # the stale cache
+    rms.clear_cache()
+    assert torch.allclose(rms.normalize(x), torch.zeros(2, 3))

@@ -14,8 +14,6 @@ from anyskill_tui.store.library import Library
 from anyskill_tui.workspace import init_workspace
 
 SHIPPED = default_llc_file()
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -339,6 +339,10 @@ class DemoWindowBank:
             hit = self._norm_cache[(id(norm), dtype)] = (key, norm.normalize(self.table).to(dtype))
         return hit[1]
 
+    def clear_norm_cache(self) -> None:
+        """Forget the normalised tables (see :meth:`normalized_table`; for writes that bump no version counter)."""
+        self._norm_cache.clear()
+
     def alignment_recipes(self, n: int, max_shift: float) -> torch.Tensor:
         """(n, 3) long: clip id and the end indices of two encoder windows of that clip, ending at t0 and
         min(t0 + U(0, max_shift), L) (CALM's alignment pairs)."""
@@ -452,10 +456,13 @@ class LlcTrainer:
             for prm in m.parameters()
             if prm.requires_grad
         ]
-        # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts; capturable when
-        # the gradient step is replayed from a CUDA graph (_graph_usable)
+        # the gradient step replayed from a CUDA graph: CUDA, one process (several ranks average gradients through
+        # a hook between backward and step), and bf16 autocast below, so no GradScaler reading the device
+        self._graph_update = p.cuda_graph and dev.type == "cuda" and dist.world_size == 1
+        # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts; capturable for
+        # the graph
         self._opt_flags = (
-            {"fused": True, "capturable": p.cuda_graph and dist.world_size == 1}
+            {"fused": True, "capturable": self._graph_update}
             if dev.type == "cuda"
             else {"fused": None, "capturable": False}
         )
@@ -832,15 +839,8 @@ class LlcTrainer:
     GRAPH_WARMUP_STEPS = 2
 
     def _graph_usable(self) -> bool:
-        """Whether full minibatches replay a captured gradient step: CUDA, one process, ``ppo.cuda_graph``, and
-        no fp16 GradScaler (whose skip decision reads the device)."""
-        return (
-            self.cfg.ppo.cuda_graph
-            and self.device.type == "cuda"
-            and self.dist.world_size == 1
-            and self.mp.scaler is None
-            and self.mp.grad_hook is None
-        )
+        """Whether full minibatches replay a captured gradient step (``ppo.cuda_graph``, CUDA, one process)."""
+        return self._graph_update
 
     def _stage_graph_inputs(self, src: Mapping[str, torch.Tensor]) -> None:
         """Copy the epoch's samples into the graph's static tensors (allocated on first use; new shapes drop the
@@ -895,8 +895,8 @@ class LlcTrainer:
         """Forget the normalisers' and the bank's cached casts (keyed on version counters, which a graph replay's
         in-place updates do not bump)."""
         for norm in (self.obs_norm, self.amp_norm, self.value_norm):
-            norm.__dict__.pop("_ms_cache", None)
-        self.bank._norm_cache.clear()
+            norm.clear_cache()
+        self.bank.clear_norm_cache()
 
     def epoch_step(self) -> dict[str, float]:
         """One epoch: rollout, reward, update, buffers. Returns the epoch's metrics (host floats)."""
@@ -1022,10 +1022,10 @@ class LlcTrainer:
         self.opt.load_state_dict(state["optimizer"])
         for group in self.opt.param_groups:  # this trainer's implementation, whatever the saving one used
             group.update(self._opt_flags)
+        step_on_device = bool(self._opt_flags["fused"] or self._opt_flags["capturable"])
         for prm, st in self.opt.state.items():  # fused/capturable Adam keeps its step counts on the device
-            if "step" in st and torch.is_tensor(st["step"]):
-                on_dev = bool(self._opt_flags.get("fused") or self._opt_flags.get("capturable"))
-                st["step"] = st["step"].to(prm.device if on_dev else "cpu", torch.float32)
+            if torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].to(prm.device if step_on_device else "cpu", torch.float32)
         self._graph = None  # the optimiser's state tensors are new objects: capture again
         self.mp.load_state_dict(state.get("scaler") or {})
         self.epoch = int(state["epoch"])

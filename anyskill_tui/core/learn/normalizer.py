@@ -80,6 +80,11 @@ class RunningMeanStd(nn.Module):
             self.__dict__["_ms_cache"] = cache
         return cache[1], cache[2]
 
+    def clear_cache(self) -> None:
+        """Forget the cached casts of :meth:`_mean_std`. Needed only after writes that bump no version counter,
+        e.g. a CUDA graph replaying :meth:`update`."""
+        self.__dict__.pop("_ms_cache", None)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / sqrt(var + eps)``, clamped to ``±clip``; differentiable in ``x``, same dtype as ``x``."""
         self._flat(x)  # shape check
