@@ -113,6 +113,20 @@ async def _settle(app, pilot, cond=lambda: True, timeout: float = 15.0) -> None:
     await pilot.pause(0.05)
 
 
+async def _stable_screenshot(app, pilot, timeout: float = 15.0) -> str:
+    """The screen once two exports 0.2 s apart agree: widgets that paint after a layout pass (the plots draw
+    into canvases sized on resize) can lag the condition a test waits for on a loaded machine."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    svg = app.export_screenshot()
+    while True:
+        await pilot.pause(0.2)
+        again = app.export_screenshot()
+        if again == svg or loop.time() > end:
+            return again
+        svg = again
+
+
 def snap(ws, name: str, drive) -> None:
     from textual_image.widget import HalfcellImage
 
@@ -124,7 +138,7 @@ def snap(ws, name: str, drive) -> None:
             app.sub_title = "workspace"
             await _settle(app, pilot, lambda: getattr(app.screen, "ready", False))
             await drive(app, pilot)
-            check(name, app.export_screenshot())
+            check(name, await _stable_screenshot(app, pilot))
 
     asyncio.run(go())
 
@@ -178,7 +192,12 @@ def test_snapshot_run_charts(ws) -> None:
 
     async def drive(app, pilot) -> None:
         app.open_run(1)
-        await _settle(app, pilot, lambda: getattr(app.screen, "chart_points", {}).get("clip_similarity", 0) > 0)
+
+        def both_plotted() -> bool:
+            pts = getattr(app.screen, "chart_points", {})
+            return pts.get("clip_similarity", 0) > 0 and pts.get("episode_length", 0) > 0
+
+        await _settle(app, pilot, both_plotted)
 
     snap(ws, "run_charts", drive)
 
