@@ -287,11 +287,11 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -
 
     from anyskill_tui.core.learn.llc_train import LlcTrainer, default_motions_path
 
-    extra = {"ppo.cuda_graph": args.cuda_graph, **(extra or {})}
+    extra = {"ppo.cuda_graph": args.cuda_graph, "ppo.cuda_graph_rollout": args.rollout_graph, **(extra or {})}
     cfg = llc_config(args, envs, 10**6, extra)
     log(
         f"throughput: {cfg.env.num_envs} envs, batch {cfg.batch_size}, minibatch {cfg.ppo.minibatch_size}, "
-        f"cuda_graph {cfg.ppo.cuda_graph}"
+        f"cuda_graph {cfg.ppo.cuda_graph}, cuda_graph_rollout {cfg.ppo.cuda_graph_rollout}"
     )
     engine = "gpu" if args.device == "cuda" else "cpu"
     cuda = args.device == "cuda"
@@ -309,6 +309,7 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -
         "minibatch": cfg.ppo.minibatch_size,
         "disc_rows": cfg.calm.amp_minibatch_size,
         "cuda_graph": cfg.ppo.cuda_graph,
+        "cuda_graph_rollout": cfg.ppo.cuda_graph_rollout,
         "setup_s": time.monotonic() - t,
     }
     try:
@@ -385,7 +386,14 @@ def stage_train(args, summary: dict, out: Path) -> Path | None:
         summary["train"] = {"skipped": True}
         return None
     cfg = llc_config(
-        args, args.train_envs, 10**6, {"ppo.save_frequency": args.save_every, "ppo.cuda_graph": args.cuda_graph}
+        args,
+        args.train_envs,
+        10**6,
+        {
+            "ppo.save_frequency": args.save_every,
+            "ppo.cuda_graph": args.cuda_graph,
+            "ppo.cuda_graph_rollout": args.rollout_graph,
+        },
     )
     engine = "gpu" if args.device == "cuda" else "cpu"
     rc = run_config(cfg, None, engine=engine, keep_checkpoints=1)
@@ -547,6 +555,12 @@ def main() -> int:
     ap.add_argument(
         "--graph-ab", action="store_true", help="--throughput-only: then the same envs with the other ppo.cuda_graph"
     )
+    ap.add_argument("--rollout-graph", action="store_true", help="ppo.cuda_graph_rollout on (graphed acting)")
+    ap.add_argument(
+        "--rollout-ab",
+        action="store_true",
+        help="--throughput-only: then the same envs with the other ppo.cuda_graph_rollout",
+    )
     ap.add_argument("--run-dir", default=None, help="train: the run directory (default $OUT/llc_run)")
     ap.add_argument("--resume", action="store_true", help="train: resume from the latest checkpoint in --run-dir")
     ap.add_argument("--no-eval", dest="eval", action="store_false", help="train: skip the eval stage")
@@ -578,16 +592,18 @@ def main() -> int:
 
         if args.throughput_only:
             # the first trainer compiles the kernels (over 2 minutes on a fresh machine): it gets most of the budget
-            dl = time.monotonic() + left() * (0.7 if args.bench_envs2 or args.graph_ab else 1.0)
+            ab = args.graph_ab or args.rollout_ab
+            dl = time.monotonic() + left() * (0.7 if args.bench_envs2 or ab else 1.0)
             run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
-            if (args.bench_envs2 or args.graph_ab) and left() > 60:
+            if (args.bench_envs2 or ab) and left() > 60:
                 dl2 = time.monotonic() + left()
 
                 def second():
-                    if args.graph_ab:  # the same envs with the other update path
-                        summary["throughput2"] = throughput_at(
-                            args, args.bench_envs, dl2, {"ppo.cuda_graph": not args.cuda_graph}
-                        )
+                    if ab:  # the same envs with the other update or rollout path
+                        flip = {"ppo.cuda_graph": not args.cuda_graph} if args.graph_ab else {}
+                        if args.rollout_ab:
+                            flip["ppo.cuda_graph_rollout"] = not args.rollout_graph
+                        summary["throughput2"] = throughput_at(args, args.bench_envs, dl2, flip)
                     else:
                         summary["throughput2"] = throughput_at(args, args.bench_envs2, dl2)
 

@@ -150,7 +150,7 @@ def test_one_process_context_adds_nothing(tmp_path):
     mixed, rms = MixedPrecision("cpu"), RunningMeanStd(3)
     SINGLE.install(mixed, [rms])
     SINGLE.make_global(rms)
-    assert mixed.grad_hook is None and "update" not in vars(rms)  # the class's own update
+    assert mixed.grad_hook is None and "merge_moments" not in vars(rms)  # the class's own merge
     x, m = torch.randn(4, 5), torch.rand(4, 5) < 0.5
     assert torch.equal(SINGLE.normalize_advantages(x, m), normalize_advantages(x, m))
     assert SINGLE.all_reduce_mean(x) is x and SINGLE.shard(x) is x and SINGLE.rank_seed(9) == 9
@@ -183,6 +183,14 @@ def _w_collectives(dist, out: Path) -> None:
     for step in steps:
         live.update(step[r])
         ref.update(torch.cat(step))
+    rows = torch.randn(6, 3, generator=g, dtype=torch.float64) + 100.0  # row counts: each rank its own
+    counts = torch.randint(1, 4, (w, 6), generator=g).double()
+    live_counts, ref_counts = RunningMeanStd((3,)), RunningMeanStd((3,))
+    dist.make_global(live_counts)  # update_counts merges all ranks' multisets too
+    live_counts.update(steps[0][r])  # prior statistics
+    ref_counts.update(torch.cat(steps[0]))
+    live_counts.update_counts(rows, counts[r])
+    ref_counts.update_counts(rows, counts.sum(0))
     own, everything = RunningMeanStd((3,)), RunningMeanStd((3,))
     for step in steps:
         own.update(step[r])  # this rank's data only ...
@@ -210,6 +218,8 @@ def _w_collectives(dist, out: Path) -> None:
         {
             "live": live.state_dict(),
             "ref": ref.state_dict(),
+            "live_counts": live_counts.state_dict(),
+            "ref_counts": ref_counts.state_dict(),
             "own": own.state_dict(),
             "everything": everything.state_dict(),
             "adv": (adv_d, adv_ref),
@@ -228,12 +238,13 @@ def test_normalizer_sync_and_collectives_equal_one_process_on_all_data(tmp_path)
     spawn(_w_collectives, tmp_path)
     for r in range(WORLD):
         res = _read(tmp_path, r)
-        for a, b in (("live", "ref"), ("own", "everything"), ("live", "everything")):
+        for a, b in (("live", "ref"), ("own", "everything"), ("live", "everything"), ("live_counts", "ref_counts")):
             for k in ("count", "mean", "var"):
                 x, y = res[a][k], res[b][k]  # the variance is 1e-4: compared relative to each value
                 rel = float(((x - y).abs() / y.abs().clamp_min(1e-300)).max())
                 assert rel < 1e-10, f"{a} vs {b}: {k} differs by {rel:.3g} (relative)"
         assert float(res["live"]["count"]) == 4 * (7 + 3 + 5 + 0 + 1 + 9)  # rows x 4 (leading dims pooled)
+        assert float(res["live_counts"]["count"]) > 4 * 7 + 6 * WORLD  # every rank's counts went in
         torch.testing.assert_close(res["adv"][0], res["adv"][1])
         for g_d, g_ref in zip(*res["grads"], strict=True):
             torch.testing.assert_close(g_d, g_ref)

@@ -65,3 +65,18 @@ def test_clear_cache_drops_casts_that_an_unversioned_write_left_stale():
     assert torch.allclose(rms.normalize(x), x, atol=1e-4)  # the stale cache
     rms.clear_cache()
     assert torch.allclose(rms.normalize(x), torch.zeros(2, 3))
+
+
+def test_update_counts_equals_updating_with_the_repeated_rows() -> None:
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(50, 4, generator=g, dtype=torch.float64) * 3 + 1
+    counts = torch.randint(0, 6, (50,), generator=g)
+    prior = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    a, b = RunningMeanStd(4), RunningMeanStd(4)
+    a.update(prior)
+    b.update(prior)
+    a.update(rows.repeat_interleave(counts, dim=0))
+    b.update_counts(rows, counts.float())
+    assert a.count == b.count == 30 + counts.sum()
+    torch.testing.assert_close(b.mean, a.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.var, a.var, rtol=1e-12, atol=1e-12)

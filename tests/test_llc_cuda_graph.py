@@ -1,5 +1,6 @@
-"""The LLC update's CUDA-graph path (``ppo.cuda_graph``): a captured and replayed gradient step trains as the eager
-one does, and resuming into a graphed trainer continues the same run. CUDA only (skipped elsewhere)."""
+"""The LLC trainer's CUDA-graph paths (``ppo.cuda_graph``): a captured and replayed gradient step and (gpu engine)
+rollout step train as the eager ones do, and resuming into a graphed trainer continues the same run; a
+``GraphedCall`` draws from its registered generators what eager calls draw. CUDA only (skipped elsewhere)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,12 @@ def three_clips(tmp_path_factory):
 def _trainer(motions, graph: bool) -> LlcTrainer:
     # float32 and Adam eps 1e-4: the configuration whose graph/eager equality was measured on the H200 (0.0 apart
     # after 5 epochs, 2026-12-04)
-    over = {"ppo.cuda_graph": graph, "ppo.mixed_precision": False, "ppo.adam_eps": 1e-4}
+    over = {
+        "ppo.cuda_graph": graph,
+        "ppo.cuda_graph_rollout": graph,
+        "ppo.mixed_precision": False,
+        "ppo.adam_eps": 1e-4,
+    }
     cfg = llc_config_from_dict(TINY, overrides=over)
     tr = LlcTrainer(cfg, motions, engine=ENGINE, device="cuda", threads=1)
     for group in tr.opt.param_groups:  # the same Adam kernel on both paths (capturable keeps its step on device)
@@ -80,6 +86,8 @@ def test_graphed_update_trains_as_the_eager_one(three_clips):
     _assert_equal(_params(graphed), init, "the start")
     pg, mg = _run(graphed, 5)
     assert graphed._graph is not None and graphed._graph["graph"] is not None
+    if ENGINE == "gpu":  # env and learner on one device: the rollout's acting and next values are replayed too
+        assert graphed._rollout_graphs is not None and all(g.captured for g in graphed._rollout_graphs)
     assert max(float((pe[k] - init[k]).abs().max()) for k in pe if "norm" not in k) > 1e-3  # training moved them
     _assert_equal(pg, pe, "graph vs eager after 5 epochs")
     for key in ("losses/c_loss", "losses/conditional_disc_loss", "info/conditional_disc_reward_mean"):
@@ -98,3 +106,30 @@ def test_resume_into_a_graphed_trainer_continues_the_run(three_clips):
     p_second, _ = _run(second, 2)
     assert second._graph is not None and second._graph["graph"] is not None
     _assert_equal(p_second, p_first, "resumed vs uninterrupted")
+
+
+def test_graphed_call_draws_what_eager_calls_draw():
+    """Replays of a captured function that draws from a custom CUDA generator and updates state in place give the
+    eager calls' results, call for call (the warm-up calls, the capture and the replays)."""
+    from anyskill_tui.core.learn.cuda_graph import GraphedCall
+
+    def make():
+        gen = torch.Generator(device="cuda")
+        gen.manual_seed(5)
+        state = torch.zeros(64, device="cuda")
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            state.add_(torch.randn(64, generator=gen, device="cuda") * x)
+            return state * 2.0 + torch.rand(64, generator=gen, device="cuda")
+
+        return fn, gen, state
+
+    fn_e, _, state_e = make()
+    eager = [fn_e(torch.full((64,), float(i), device="cuda")).clone() for i in range(6)]
+    fn_g, gen_g, state_g = make()
+    call = GraphedCall(fn_g, [gen_g], warmup=2)
+    graphed = [call(torch.full((64,), float(i), device="cuda")).clone() for i in range(6)]
+    assert call.captured and call.calls == 6
+    for i, (a, b) in enumerate(zip(eager, graphed, strict=True)):
+        assert torch.equal(a, b), f"call {i} differs"
+    assert torch.equal(state_e, state_g)

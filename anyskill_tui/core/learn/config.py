@@ -116,6 +116,11 @@ class PPOConfig(ConfigSection):
     cuda_graph: bool = Field(
         True, description="replay the update's gradient step from a CUDA graph (CUDA, one process; LLC only)"
     )
+    cuda_graph_rollout: bool = Field(
+        False,
+        description="replay the rollout's acting and next values from CUDA graphs (gpu engine, one process; LLC "
+        "only). Off until measured on a GPU",
+    )
     max_epochs: int = Field(100_000, ge=1)
     save_frequency: int = Field(50, ge=1)
 

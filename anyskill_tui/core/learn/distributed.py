@@ -23,9 +23,9 @@ What a world of W ranks does, and why it equals one process with W times the env
   Exceptions, documented: masked means (CALM's ε-greedy actor and bounds losses) average per-rank means
   (equal in expectation thanks to the strided ε probabilities, not sample for sample), and the encoder's
   uniformity term (a log-mean-exp over pairs) is taken within each rank's share.
-- **Normalisers**: every ``RunningMeanStd.update`` with rank-local data becomes the update with all ranks'
-  data (:meth:`DistContext.make_global`: the batch moments (count, mean, var) of every rank are gathered and
-  combined with the parallel-variance formula, then merged as ``update`` merges one batch), so the statistics stay
+- **Normalisers**: every ``RunningMeanStd.update`` or ``update_counts`` with rank-local data becomes the update
+  with all ranks' data (:meth:`DistContext.make_global`: the batch moments (count, mean, var) of every rank are
+  gathered and combined with the parallel-variance formula, then merged as one batch), so the statistics stay
   identical on every rank and equal those of one process that saw all the data. Advantages are normalised with
   the global masked mean and std (:meth:`DistContext.normalize_advantages`).
 - **Buffers**: CALM's demo and replay buffers stay rank-local, each with 1/W of the configured capacity and
@@ -314,13 +314,14 @@ class DistContext:
         rms.var.copy_(var.to(rms.var.device))
 
     def make_global(self, rms: RunningMeanStd) -> None:
-        """Make every later ``rms.update(x)`` merge the batch of ALL ranks (called with each rank's own ``x``).
+        """Make every later ``rms.update(x)`` / ``rms.update_counts(...)`` merge the batch of ALL ranks (called
+        with each rank's own data).
 
-        Every rank must call ``update`` the same number of times in the same order (both trainers do: the calls
-        do not depend on rank-local data). Replaces the instance's ``update``; the class is unchanged.
+        Every rank must call them the same number of times in the same order (both trainers do: the calls do not
+        depend on rank-local data). Replaces the instance's ``merge_moments``; the class is unchanged.
         """
         if self.enabled:
-            rms.update = _GlobalUpdate(rms, self)  # type: ignore[method-assign]
+            rms.merge_moments = _GlobalMerge(rms, self)  # type: ignore[method-assign]
 
     def install(self, mp: MixedPrecision | None = None, normalizers: Iterable[RunningMeanStd] = ()) -> None:
         """The trainer hooks: gradient averaging in ``mp.step`` (after backward, before unscale/clip/step) and
@@ -408,36 +409,19 @@ SINGLE = DistContext()
 _ACTIVE: DistContext | None = None
 
 
-class _GlobalUpdate:
-    """``RunningMeanStd.update`` over all ranks' batches (see :meth:`DistContext.make_global`)."""
+class _GlobalMerge:
+    """``RunningMeanStd.merge_moments`` of all ranks' batches (see :meth:`DistContext.make_global`)."""
 
     def __init__(self, rms: RunningMeanStd, dist: DistContext) -> None:
         self.rms, self.dist = rms, dist
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> None:
+    def __call__(self, n_local: int | torch.Tensor, mean_l: torch.Tensor, var_l: torch.Tensor) -> None:
         rms = self.rms
-        x = rms._flat(x.detach())
-        n_local = x.shape[0]
-        if n_local:  # as RunningMeanStd.update: moments at the input's precision, combined and merged in float64
-            var_l, mean_l = torch.var_mean(x, dim=0, unbiased=False)
-            var_l, mean_l = var_l.to(rms.var.dtype), mean_l.to(rms.mean.dtype)
-        else:
-            mean_l, var_l = torch.zeros_like(rms.mean), torch.zeros_like(rms.var)
-        count_l = torch.tensor(float(n_local), dtype=torch.float64, device=rms.mean.device)
+        count_l = torch.as_tensor(n_local, dtype=torch.float64, device=rms.mean.device)
         n_b, mean_b, var_b = self.dist._gather_moments(count_l, mean_l, var_l)
-        n_b, mean_b, var_b = n_b.to(rms.mean.device), mean_b.to(rms.mean.device), var_b.to(rms.mean.device)
-        # exactly RunningMeanStd.update's merge of one batch, with the global batch (a zero batch changes nothing)
-        n_a = rms.count
-        total = n_a + n_b
-        safe = total.clamp_min(1.0)
-        delta = mean_b - rms.mean
-        new_mean = rms.mean + delta * (n_b / safe)
-        m2 = rms.var * n_a + var_b * n_b + delta.square() * (n_a * n_b / safe)
-        keep = n_b <= 0
-        rms.mean.copy_(torch.where(keep, rms.mean, new_mean))
-        rms.var.copy_(torch.where(keep, rms.var, m2 / safe))
-        rms.count.copy_(total)
+        # the class's merge of one batch, the global one (a batch of count 0 on every rank changes nothing)
+        type(rms).merge_moments(rms, n_b.to(rms.mean.device), mean_b.to(rms.mean.device), var_b.to(rms.mean.device))
 
 
 # ------------------------------------------------------------------------------------------ state paths

@@ -17,11 +17,13 @@ One epoch:
    stochastic samples; the value normaliser (when on) updated with the values, then the returns, once per epoch.
 4. **Update**: ``mini_epochs`` shuffled passes in minibatches; per minibatch the obs and AMP normalisers update
    (train mode, spec §3.4: the AMP one with every window D and the encoder regulariser see), z is recomputed as
-   E(stored window) *with* gradient for actor and critic, the conditional-disc loss uses the first
+   E(stored window) *with* gradient for actor and critic (each of the epoch's distinct windows encoded once per
+   step, about 6,000 at 4,096 envs, not one per minibatch row), the conditional-disc loss uses the first
    ``amp_minibatch_size`` rows with replay windows (E under no_grad) and demo windows of the demo buffer, the encoder
    regulariser uses fresh alignment pairs, and one Adam step takes the total loss (on CUDA: bf16 autocast without
    a GradScaler, fused Adam; gradient clipping only with ``truncate_grads``). The encoder runs once with
-   gradient (minibatch windows + alignment pairs) and once without (demo + replay windows); D runs once on the
+   gradient (latent windows + alignment pairs; the pairs' normaliser statistics come from table-row counts, not
+   gathered windows) and once without (demo + replay windows); D runs once on the
    agent + replay rows and once on the demo rows (the gradient penalty's double backward sees only those). No
    host synchronisation per minibatch: the logged statistics are summed on the device and read once per epoch.
    On CUDA (one process, ``ppo.cuda_graph``) the gradient step is captured once in a CUDA graph and replayed; the
@@ -55,7 +57,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ from anyskill_tui.core.learn.calm import (
     mix_actions,
 )
 from anyskill_tui.core.learn.config import LlcConfig, llc_config_from_dict
+from anyskill_tui.core.learn.cuda_graph import GraphedCall
 from anyskill_tui.core.learn.distributed import LLC_LOCAL_KEYS, SINGLE, DistContext, restripe_llc_buffers
 from anyskill_tui.core.learn.llc_policy import LLC_FORMAT, LlcPolicy
 from anyskill_tui.core.learn.networks import CalmCritic, ConditionalDiscriminator
@@ -317,10 +320,20 @@ class DemoWindowBank:
         self, clip: torch.Tensor, end: torch.Tensor, steps: int, table: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(n, steps, F) windows, newest step first, gathered from ``table`` (default: the raw feature table)."""
+        return (self.table if table is None else table)[self.window_rows(clip, end, steps)]
+
+    def window_rows(self, clip: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+        """(n, steps) long: the table rows of each window, newest step first."""
         clip, end = clip.to(self.device).long(), end.to(self.device).long()
         back = torch.arange(steps, device=self.device) * self.sub
-        idx = self.starts[clip].unsqueeze(-1) + (end.unsqueeze(-1) - back).clamp_min(0)
-        return (self.table if table is None else table)[idx]
+        return self.starts[clip].unsqueeze(-1) + (end.unsqueeze(-1) - back).clamp_min(0)
+
+    def window_row_counts(self, clip: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+        """(rows,) float32: how often each table row occurs in the windows ``windows(clip, end, steps)`` would
+        gather (static shape, no host sync; the counts are integers, so the atomic adds are exact)."""
+        idx = self.window_rows(clip, end, steps)
+        counts = torch.zeros(self.table.shape[0], device=self.device)
+        return counts.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), device=self.device))
 
     def normalized_table(self, norm, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(rows, F) the table through ``norm.normalize`` (per feature, clamp included), cast to ``dtype``.
@@ -470,6 +483,8 @@ class LlcTrainer:
             self.params, lr=p.learning_rate, eps=p.adam_eps, weight_decay=p.weight_decay, **self._opt_flags
         )
         self._graph: dict[str, Any] | None = None  # the captured gradient step and its static tensors (CUDA)
+        self._rollout_graphs: tuple[GraphedCall, GraphedCall] | None = None  # _act and _next_value (_rollout_calls)
+        self.enc_rows_cap = 0  # rows of the update's latent encoder pass (_distinct_latent_recipes)
         # bf16 autocast: float32's range, so no GradScaler (whose found-inf checks read the device every step)
         self.mp = MixedPrecision(dev, enabled=p.mixed_precision, dtype=torch.bfloat16)
         self.coeffs = cfg.loss_coeffs()
@@ -582,31 +597,73 @@ class LlcTrainer:
 
     # ------------------------------------------------------------------------------------------ rollout
 
-    def _resample_latents(self) -> None:
-        """Redraw the latents of the envs that were reset or reached their deadline (spec §4.2), without a host
-        sync: every env draws a recipe and its window is encoded, and ``torch.where`` keeps the new latent only
-        where one is due (at 4,096 envs one encoder pass costs less than the ``nonzero`` it replaces)."""
-        env, N = self.env, self.num_envs
-        need, self.deadline = latent_resample_deadlines(
-            env.progress,
+    def _resample_latents(self, progress: torch.Tensor, need_reset: torch.Tensor) -> None:
+        """Redraw the latents of the envs that were reset (``need_reset`` (N,) bool) or whose episode ``progress``
+        (N,) reached their deadline (spec §4.2), without a host sync: every env draws a recipe and its window is
+        encoded, and ``torch.where`` keeps the new latent only where one is due (at 4,096 envs one encoder pass
+        costs less than the ``nonzero`` it replaces). ``z``, ``env_recipe`` and ``deadline`` change in place."""
+        N = self.num_envs
+        need, deadline = latent_resample_deadlines(
+            progress,
             self.deadline,
             self.cfg.calm.latent_steps_min,
             self.cfg.calm.latent_steps_max,
-            reset=self.need_reset,
+            reset=need_reset,
             generator=None if self.env_device != self.device else self.gen,
         )
+        self.deadline.copy_(deadline)
         rec = self.sample_recipes(N, with_amp=False)[:, :2]
         z = self.encoder(self.bank.windows(rec[:, 0], rec[:, 1], self.K, table=self._enc_table())).float()
         need = need.to(self.device)[:, None]
-        self.z = torch.where(need, z, self.z)
-        self.env_recipe = torch.where(need, rec, self.env_recipe)
+        self.z.copy_(torch.where(need, z, self.z))
+        self.env_recipe.copy_(torch.where(need, rec, self.env_recipe))
+
+    def _act(
+        self, obs: torch.Tensor, progress: torch.Tensor, need_reset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A rollout step's acting on observations ``obs`` (N, obs_dim): the due latents redrawn
+        (:meth:`_resample_latents`), then actor and critic on (normalised obs, z), a Gaussian sample and the
+        ε-greedy mix. Returns action (N, A), its log-probability (N,), the value (N,) and the ε mask (N,) bool.
+        Fixed shapes, no host sync, draws from ``gen`` and ``ml_gen`` only: on the gpu engine it is replayed from a
+        CUDA graph (:meth:`_rollout_calls`)."""
+        self._resample_latents(progress, need_reset)
+        log_std = self.actor.log_std
+        nobs = self.policy.norm_obs(obs)
+        mu = self.actor(nobs, self.z)
+        value = self.critic(nobs, self.z)
+        sampled = sample_gaussian(mu, log_std, generator=self.gen)
+        mask = epsilon_greedy_mask(self.eps_probs, generator=self.gen)
+        action = mix_actions(mu, sampled, mask)
+        return action, gaussian_log_prob(action, mu, log_std), value, mask
+
+    def _next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """(N,) the critic's value of the observations after a step (N, obs_dim), under the current latents."""
+        return self.critic(self.policy.norm_obs(next_obs), self.z)
+
+    def _rollout_calls(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """``_act`` and ``_next_value``, each replayed from a CUDA graph when ``ppo.cuda_graph_rollout`` is on,
+        the env and the learner share a CUDA device and there is one process; else the methods themselves.
+
+        Why: on an H200 at 4,096 envs a rollout step took 11.4 ms while its kernels ran for 6.5 ms (profiler,
+        2026-12-04): the host's launches bound it, and acting is about a third of them. The option is off by
+        default until a GPU session has measured it (``tests/test_llc_cuda_graph.py`` checks it there)."""
+        p = self.cfg.ppo
+        one = self.dist.world_size == 1
+        if not (p.cuda_graph_rollout and self.device.type == "cuda" and self.env_device == self.device and one):
+            return self._act, self._next_value
+        if self._rollout_graphs is None:
+            gens, drop = (self.gen, self.ml_gen), self._drop_norm_caches
+            self._rollout_graphs = (
+                GraphedCall(self._act, gens, around_capture=drop),
+                GraphedCall(self._next_value, gens, around_capture=drop),
+            )
+        return self._rollout_graphs
 
     @torch.no_grad()
     def rollout(self) -> dict[str, Any]:
         """``horizon_length`` steps of every env; no host synchronisation inside the loop (the gpu engine)."""
         env, cfg = self.env, self.cfg
         T, N, dev = cfg.ppo.horizon_length, self.num_envs, self.device
-        log_std = self.actor.log_std
         buf = {
             "obs": torch.empty((T, N, cfg.network.obs_dim), device=dev),
             "actions": torch.empty((T, N, cfg.network.action_dim), device=dev),
@@ -624,28 +681,21 @@ class LlcTrainer:
         ep_len_sum = torch.zeros((), device=dev)
         ep_count = torch.zeros((), device=dev)
         fall_count = torch.zeros((), device=dev)
-        norm_obs = self.policy.norm_obs
         same = self.env_device == dev
+        act, next_value = self._rollout_calls()
         for t in range(T):
-            self._resample_latents()
-            obs = env.obs if same and env.obs.dtype == torch.float32 else env.obs.to(device=dev, dtype=torch.float32)
-            nobs = norm_obs(obs)
-            z = self.z
-            mu = self.actor(nobs, z)
-            value = self.critic(nobs, z)
-            sampled = sample_gaussian(mu, log_std, generator=self.gen)
-            mask = epsilon_greedy_mask(self.eps_probs, generator=self.gen)
-            action = mix_actions(mu, sampled, mask)
+            obs = env.obs.to(device=dev, dtype=torch.float32)
+            action, logp, value, mask = act(obs, env.progress, self.need_reset)
             buf["obs"][t] = obs
             buf["actions"][t] = action
-            buf["logp"][t] = gaussian_log_prob(action, mu, log_std)
+            buf["logp"][t] = logp
             buf["values"][t] = value
             buf["mask"][t] = mask
             buf["recipe"][t] = self.env_recipe
-            buf["z"][t] = z
+            buf["z"][t] = self.z
             res = env.step(action if same else action.to(self.env_device))
             next_obs = res.obs.to(device=dev, dtype=torch.float32)
-            buf["next_values"][t] = self.critic(norm_obs(next_obs), z)
+            buf["next_values"][t] = next_value(next_obs)
             done = res.done
             term = res.terminated
             buf["terminated"][t] = term
@@ -655,7 +705,7 @@ class LlcTrainer:
             ep_len_sum += (prog * done.to(dev)).sum()
             ep_count += done.sum()
             fall_count += term.sum()
-            self.need_reset = done.clone()
+            self.need_reset.copy_(done)
             env.reset_done_masked()
         buf["ep_len_sum"], buf["ep_count"], buf["fall_count"] = ep_len_sum, ep_count, fall_count
         return buf
@@ -711,6 +761,7 @@ class LlcTrainer:
             "mask": mask.reshape(-1),
             "amp": buf["amp"].reshape(T * N, self.k, self.F),
         }
+        src.update(self._distinct_latent_recipes(src["recipe"], B))
         acc = {
             "stats": torch.zeros(len(_STAT_KEYS), device=dev),
             "nonfinite": torch.zeros(len(_LOSS_KEYS), device=dev),
@@ -744,6 +795,27 @@ class LlcTrainer:
         out["_nonfinite"] = acc["nonfinite"]
         return out
 
+    def _distinct_latent_recipes(self, recipe: torch.Tensor, minibatch: int) -> dict[str, torch.Tensor]:
+        """The epoch's distinct latent recipes, for :meth:`_grad_step` to encode each once per step instead of
+        once per minibatch row: ``enc_recipe`` (cap, 2), the distinct (clip, end) pairs padded with copies of the
+        first recipe (encoded, never read), and ``enc_inverse`` (S,), each sample's row in it.
+
+        A latent lasts 10–149 steps, so the 131,072 samples of a 4,096-env epoch hold about 6,000 distinct
+        recipes, against 16,384 rows per minibatch. ``cap`` only grows (25 % headroom, multiples of 8) so that a
+        captured step keeps its shapes; it is part of the checkpoint, so a resumed run pads the same way. Empty
+        (the per-row path) when ``cap`` would not be smaller than the minibatch. One host sync per epoch (the
+        count of distinct recipes)."""
+        key = recipe[:, 0] * self.bank.table.shape[0] + recipe[:, 1]  # end indices are below the table's rows
+        distinct, inverse = torch.unique(key, return_inverse=True)
+        n = int(distinct.numel())
+        if n > self.enc_rows_cap:
+            self.enc_rows_cap = -(-(n + n // 4) // 8) * 8
+        if self.enc_rows_cap >= minibatch:
+            return {}
+        enc_recipe = recipe[:1].expand(self.enc_rows_cap, 2).clone()
+        enc_recipe[inverse] = recipe
+        return {"enc_recipe": enc_recipe, "enc_inverse": inverse}
+
     def _grad_step(self, src: Mapping[str, torch.Tensor], mb: Mapping[str, torch.Tensor], acc: dict) -> None:
         """One gradient step on the minibatch ``mb`` of the epoch's samples ``src`` (device tensors only: no host
         sync, no random draw, so that a CUDA graph can replay it).
@@ -758,15 +830,12 @@ class LlcTrainer:
         amp_norm, enc = self.amp_norm, self.encoder
         log_std = self.actor.log_std
         idx = mb["idx"]
-        B_mb = idx.shape[0]
         obs, actions = src["obs"][idx], src["actions"][idx]
         old_logp, adv_mb, ret_mb, m = src["logp"][idx], src["adv"][idx], src["returns"][idx], src["mask"][idx]
-        rec = src["recipe"][idx]
         agent_amp = src["amp"][idx[:b]]
         demo_amp, demo_rec = mb["demo_amp"], mb["demo_rec"]
         rep_amp, rep_rec = mb.get("replay_amp"), mb.get("replay_rec")
         al = mb["align"]
-        w0, w1 = self.windows(al[:, 0], al[:, 1], self.K), self.windows(al[:, 0], al[:, 2], self.K)
         b_al = al.shape[0]
         # normaliser statistics (train mode, spec §3.4)
         if p.normalize_input:
@@ -775,15 +844,26 @@ class LlcTrainer:
         if rep_amp is not None:
             amp_norm.update(rep_amp)
         amp_norm.update(demo_amp)
-        amp_norm.update(w0)
-        amp_norm.update(w1)
+        # the alignment windows' statistics from how often each table row occurs in them (not gathered)
+        al_clips = torch.cat([al[:, 0], al[:, 0]])
+        amp_norm.update_counts(
+            self.bank.table, self.bank.window_row_counts(al_clips, torch.cat([al[:, 1], al[:, 2]]), self.K)
+        )
+        # the latents' recipes: the epoch's distinct ones when update() found them (each encoded once, every
+        # sample's latent a row of that pass), else one per minibatch row
+        if "enc_recipe" in src:
+            enc_rec, z_rows = src["enc_recipe"], src["enc_inverse"][idx]
+        else:
+            enc_rec, z_rows = src["recipe"][idx], None
+        U = enc_rec.shape[0]
         # encoder windows come normalised (and in the autocast dtype) from the bank's normalised table
         table = self._enc_table(autocast=True)
         with self.mp.autocast():
-            # one encoder pass with gradient for the minibatch's latents and the alignment pairs
-            clips = torch.cat([rec[:, 0], al[:, 0], al[:, 0]])
-            e_all = enc(self.bank.windows(clips, torch.cat([rec[:, 1], al[:, 1], al[:, 2]]), self.K, table))
-            z, e0, e1 = e_all[:B_mb], e_all[B_mb : B_mb + b_al].float(), e_all[B_mb + b_al :].float()
+            # one encoder pass with gradient for the latents and the alignment pairs
+            clips = torch.cat([enc_rec[:, 0], al_clips])
+            e_all = enc(self.bank.windows(clips, torch.cat([enc_rec[:, 1], al[:, 1], al[:, 2]]), self.K, table))
+            z = e_all[:U] if z_rows is None else e_all[:U][z_rows]
+            e0, e1 = e_all[U : U + b_al].float(), e_all[U + b_al :].float()
             nobs = self.policy.norm_obs(obs)
             mu = self.actor(nobs, z).float()
             logp = gaussian_log_prob(actions, mu, log_std)
@@ -846,7 +926,10 @@ class LlcTrainer:
         """Copy the epoch's samples into the graph's static tensors (allocated on first use; new shapes drop the
         graph) and zero the graph's accumulators."""
         g = self._graph
-        if g is not None and any(g["src"][k].shape != v.shape or g["src"][k].dtype != v.dtype for k, v in src.items()):
+        if g is not None and (
+            g["src"].keys() != src.keys()
+            or any(g["src"][k].shape != v.shape or g["src"][k].dtype != v.dtype for k, v in src.items())
+        ):
             g = None
         if g is None:
             g = self._graph = {
@@ -1005,6 +1088,7 @@ class LlcTrainer:
                 "deadline": self.deadline.cpu().clone(),
                 "need_reset": self.need_reset.cpu().clone(),
             },
+            "enc_rows_cap": self.enc_rows_cap,
             "env": _env_state(self.env),
             "rng": _rng_state({"trainer": self.gen, "motion": self.ml_gen}),
             "history": list(self.history),
@@ -1027,6 +1111,7 @@ class LlcTrainer:
             if torch.is_tensor(st.get("step")):
                 st["step"] = st["step"].to(prm.device if step_on_device else "cpu", torch.float32)
         self._graph = None  # the optimiser's state tensors are new objects: capture again
+        self._rollout_graphs = None  # the generators get new states: capture again
         self.mp.load_state_dict(state.get("scaler") or {})
         self.epoch = int(state["epoch"])
         self.samples = int(state["samples"])
@@ -1048,16 +1133,17 @@ class LlcTrainer:
         self.replay.size, self.replay.head = n, int(rr["head"]) % self.replay.capacity
         lat = state["latents"]
         same_envs = lat["z"].shape[0] == self.num_envs
-        if same_envs:
-            self.z = lat["z"].to(dev)
-            self.env_recipe = lat["recipe"].to(dev)
-            self.deadline = lat["deadline"].to(self.env_device)
-            self.need_reset = lat["need_reset"].to(self.env_device)
+        if same_envs:  # in place: the rollout's graphs read these tensors
+            self.z.copy_(lat["z"])
+            self.env_recipe.copy_(lat["recipe"])
+            self.deadline.copy_(lat["deadline"])
+            self.need_reset.copy_(lat["need_reset"])
             _load_env_state(self.env, state["env"])
         else:  # a different env count: every episode restarts, every env draws a latent
             self.env.reset()
-            self.need_reset = torch.ones(self.num_envs, dtype=torch.bool, device=self.env_device)
+            self.need_reset.fill_(True)
         _load_rng_state(state["rng"], {"trainer": self.gen, "motion": self.ml_gen})
+        self.enc_rows_cap = int(state.get("enc_rows_cap", 0))
 
 
 def _inject(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

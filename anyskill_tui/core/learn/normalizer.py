@@ -47,18 +47,50 @@ class RunningMeanStd(nn.Module):
         """Merge the batch statistics of ``x`` (all leading dims pooled) into the running ones."""
         x = self._flat(x.detach())
         n_b = x.shape[0]
-        if n_b == 0:
+        if n_b:
+            # batch moments in one pass at the input's precision (float64 inputs stay exact), merged in float64: a
+            # float64 copy of a (16,384 x 60, 125) window batch cost more than the reduction itself
+            var_b, mean_b = torch.var_mean(x, dim=0, unbiased=False)
+            var_b, mean_b = var_b.to(self.var.dtype), mean_b.to(self.mean.dtype)
+        else:
+            mean_b, var_b = torch.zeros_like(self.mean), torch.zeros_like(self.var)
+        self.merge_moments(n_b, mean_b, var_b)
+
+    @torch.no_grad()
+    def update_counts(self, rows: torch.Tensor, counts: torch.Tensor) -> None:
+        """Merge the statistics of the multiset in which ``rows[r]`` occurs ``counts[r]`` times: the same as
+        ``update(rows.repeat_interleave(counts, 0))`` without building that batch, and without a host sync.
+
+        ``rows`` (R, *shape), ``counts`` (R,) non-negative. The trainer's alignment windows are gathers of a few
+        thousand table rows; their statistics from row counts cost a (R,)·(R, F) product instead of passes over a
+        (b, 60, F) batch."""
+        x = self._flat(rows.detach()).to(self.mean.dtype)
+        w = counts.detach().to(self.mean.dtype)
+        n_b = w.sum()
+        safe = n_b.clamp_min(1.0)
+        mean_b = (w @ x.flatten(1)).reshape(self.shape) / safe
+        var_b = (w @ (x - mean_b).square().flatten(1)).reshape(self.shape) / safe
+        self.merge_moments(n_b, mean_b, var_b)
+
+    @torch.no_grad()
+    def merge_moments(self, n_b: int | torch.Tensor, mean_b: torch.Tensor, var_b: torch.Tensor) -> None:
+        """Merge a batch given by its count, mean and population variance (float64, this normaliser's shape) into
+        the running statistics (Chan et al.). A batch of count 0 changes nothing. A data-parallel run replaces
+        this method on the instance with one that merges all ranks' batches
+        (:meth:`~anyskill_tui.core.learn.distributed.DistContext.make_global`)."""
+        if not torch.is_tensor(n_b) and n_b == 0:
             return
-        # batch moments in one pass at the input's precision (float64 inputs stay exact), merged in float64: a
-        # float64 copy of a (16,384 x 60, 125) window batch cost more than the reduction itself
-        var_b, mean_b = torch.var_mean(x, dim=0, unbiased=False)
-        var_b, mean_b = var_b.to(self.mean.dtype), mean_b.to(self.mean.dtype)
         n_a = self.count
         total = n_a + n_b
+        safe = total.clamp_min(1.0)
         delta = mean_b - self.mean
-        self.mean += delta * (n_b / total)
-        m2 = self.var * n_a + var_b * n_b + delta.square() * (n_a * n_b / total)
-        self.var.copy_(m2 / total)
+        new_mean = self.mean + delta * (n_b / safe)
+        new_var = (self.var * n_a + var_b * n_b + delta.square() * (n_a * n_b / safe)) / safe
+        if torch.is_tensor(n_b):  # a count on the device: keep the statistics where it is 0, without a host sync
+            keep = n_b <= 0
+            new_mean, new_var = torch.where(keep, self.mean, new_mean), torch.where(keep, self.var, new_var)
+        self.mean.copy_(new_mean)
+        self.var.copy_(new_var)
         self.count.copy_(total)
 
     def _mean_std(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
