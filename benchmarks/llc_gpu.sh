@@ -18,7 +18,8 @@
 #   bash benchmarks/llc_gpu.sh --skip-throughput --run-dir /root/llc_run --resume             # ... then eval
 #   every checkpoint also writes the slim policy (parts) and the history to $OUT.
 # --graph-ab (with --throughput-only): the same envs again with the other ppo.cuda_graph setting; --rollout-ab: with
-# the other ppo.cuda_graph_rollout setting (--rollout-graph turns it on for the first run and for training).
+# the other ppo.cuda_graph_rollout setting (--rollout-graph turns it on for the first run and for training);
+# --latents-ab: with one latent window encoded per minibatch row (the update path before 2026-12-04).
 #
 # Every stage runs in the main thread under a SIGALRM deadline: nothing outlives its stage.
 # Run from the repository root on the device machine.

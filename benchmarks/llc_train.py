@@ -280,9 +280,10 @@ def _profile(tr, top: int = 25) -> dict:
     return out
 
 
-def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -> dict:
+def throughput_at(args, envs: int, deadline: float, extra: dict | None = None, per_row_latents: bool = False) -> dict:
     """Warm-up + timed epochs of the full LLC epoch at ``envs`` envs; stops early (recorded) at ``deadline``.
-    ``extra``: config overrides (e.g. ``{"ppo.cuda_graph": False}``)."""
+    ``extra``: config overrides (e.g. ``{"ppo.cuda_graph": False}``). ``per_row_latents``: the update encodes one
+    latent window per minibatch row (the path before 2026-12-04's distinct-recipe pass), for an A/B."""
     import torch
 
     from anyskill_tui.core.learn.llc_train import LlcTrainer, default_motions_path
@@ -301,6 +302,8 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -
     t = time.monotonic()
     dist = dist_context()
     tr = LlcTrainer(cfg, default_motions_path(), engine=engine, dist=dist)
+    if per_row_latents:
+        tr._distinct_latent_recipes = lambda recipe, minibatch: {}
     res: dict = {
         "world_size": dist.world_size,
         "envs_per_gpu": cfg.env.num_envs // dist.world_size,
@@ -310,6 +313,7 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -
         "disc_rows": cfg.calm.amp_minibatch_size,
         "cuda_graph": cfg.ppo.cuda_graph,
         "cuda_graph_rollout": cfg.ppo.cuda_graph_rollout,
+        "latent_rows": "per-row" if per_row_latents else "distinct",
         "setup_s": time.monotonic() - t,
     }
     try:
@@ -349,6 +353,7 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None) -
                     "rollout_s_per_step": sum(r["performance/play_time"] for r in rows) / n / cfg.ppo.horizon_length,
                 }
             )
+        res["enc_rows_cap"] = tr.enc_rows_cap  # rows of the update's latent encoder pass (0: per-row path)
         res["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
         res["nvidia_smi_used_mb"] = nvidia_smi_mb()
         # the extras run on one GPU only (the audits' epochs would need every rank, the simulator is per GPU)
@@ -557,6 +562,11 @@ def main() -> int:
     )
     ap.add_argument("--rollout-graph", action="store_true", help="ppo.cuda_graph_rollout on (graphed acting)")
     ap.add_argument(
+        "--latents-ab",
+        action="store_true",
+        help="--throughput-only: then the same envs with one latent window encoded per minibatch row",
+    )
+    ap.add_argument(
         "--rollout-ab",
         action="store_true",
         help="--throughput-only: then the same envs with the other ppo.cuda_graph_rollout",
@@ -592,7 +602,7 @@ def main() -> int:
 
         if args.throughput_only:
             # the first trainer compiles the kernels (over 2 minutes on a fresh machine): it gets most of the budget
-            ab = args.graph_ab or args.rollout_ab
+            ab = args.graph_ab or args.rollout_ab or args.latents_ab
             dl = time.monotonic() + left() * (0.7 if args.bench_envs2 or ab else 1.0)
             run_stage("throughput", lambda: stage_throughput(args, summary, dl), summary, dl - time.monotonic() + 15)
             if (args.bench_envs2 or ab) and left() > 60:
@@ -603,7 +613,9 @@ def main() -> int:
                         flip = {"ppo.cuda_graph": not args.cuda_graph} if args.graph_ab else {}
                         if args.rollout_ab:
                             flip["ppo.cuda_graph_rollout"] = not args.rollout_graph
-                        summary["throughput2"] = throughput_at(args, args.bench_envs, dl2, flip)
+                        summary["throughput2"] = throughput_at(
+                            args, args.bench_envs, dl2, flip, per_row_latents=args.latents_ab
+                        )
                     else:
                         summary["throughput2"] = throughput_at(args, args.bench_envs2, dl2)
 
