@@ -332,3 +332,31 @@ def test_distinct_latent_recipes_step_equals_the_per_row_step(two_clips, monkeyp
         for i, (a, b) in enumerate(zip(gf, gs, strict=True)):
             err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
             assert err < 1e-4, f"step {s}, parameter {i}: relative gradient difference {err:.2e}"  # seen: 7.5e-6
+
+
+def test_rollout_state_stays_in_place(two_clips):
+    """The rollout's per-env latent state is updated in place (a CUDA graph of the acting reads and writes these
+    very tensors): rollouts and a checkpoint load keep their storage, and the acting function draws only from the
+    trainer's generators (same generator states, same actions, whatever the global RNG)."""
+    tr = LlcTrainer(llc_config_from_dict(dict(TINY)), two_clips, engine="cpu", threads=1)
+    names = ("z", "env_recipe", "deadline", "need_reset")
+    ptrs = {n: getattr(tr, n).data_ptr() for n in names}
+    tr.epoch_step()
+    state = tr.state_dict()
+    tr.rollout()
+    tr.load_state_dict(state)
+    assert {n: getattr(tr, n).data_ptr() for n in names} == ptrs
+    assert torch.equal(tr.z, state["latents"]["z"]) and torch.equal(tr.deadline, state["latents"]["deadline"])
+
+    obs, progress = tr.env.obs.clone(), tr.env.progress.clone()
+    saved = {n: getattr(tr, n).clone() for n in names}
+    gens = (tr.gen.get_state(), tr.ml_gen.get_state())
+    torch.manual_seed(1)  # the global RNG must not matter
+    first = [t.clone() for t in tr._act(obs, progress, tr.need_reset)]
+    for n in names:
+        getattr(tr, n).copy_(saved[n])
+    tr.gen.set_state(gens[0])
+    tr.ml_gen.set_state(gens[1])
+    torch.manual_seed(2)
+    second = tr._act(obs, progress, tr.need_reset)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
