@@ -149,3 +149,34 @@ def test_batch_shapes_float32():
     a = _amp_from_bodies(body_pos, body_rot, body_vel, body_angvel)
     assert a.shape == (2, 4, 125) and a.dtype == torch.float32
     assert math.isfinite(float(a.abs().max()))
+
+
+def test_forward_kinematics_by_levels_equals_the_body_loop():
+    """The level-batched FK gives bit for bit what a body-by-body loop over the tree gives, any batch shape and
+    dtype, and gradients flow to the root position and the local rotations."""
+    from anyskill_tui.core.character import tables as T
+    from anyskill_tui.core.motion.fk import forward_kinematics, local_translation
+    from anyskill_tui.core.motion.quat import quat_mul, quat_rotate
+
+    def body_loop(root_pos, local_rot):
+        offsets = local_translation(local_rot.device, local_rot.dtype)
+        pos, rot = [root_pos], [local_rot[..., 0, :]]
+        for b in range(1, T.NUM_BODIES):
+            p = T.PARENT_INDICES[b]
+            rot.append(quat_mul(rot[p], local_rot[..., b, :]))
+            pos.append(pos[p] + quat_rotate(rot[p], offsets[b].expand_as(pos[p])))
+        return torch.stack(pos, dim=-2), torch.stack(rot, dim=-2)
+
+    g = torch.Generator().manual_seed(0)
+    for shape, dtype in (((9,), torch.float32), ((3, 4), torch.float64), ((), torch.float32)):
+        q = torch.randn(*shape, T.NUM_BODIES, 4, generator=g, dtype=dtype)
+        q = q / q.norm(dim=-1, keepdim=True)
+        r = torch.randn(*shape, 3, generator=g, dtype=dtype)
+        got, want = forward_kinematics(r, q), body_loop(r, q)
+        assert got[0].shape == (*shape, T.NUM_BODIES, 3) and got[1].shape == (*shape, T.NUM_BODIES, 4)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    q.requires_grad_(True)
+    r.requires_grad_(True)
+    forward_kinematics(r, q)[0][..., 5, :].sum().backward()  # right hand: depends on its chain of rotations
+    assert r.grad is not None and torch.equal(r.grad, torch.ones(3))
+    assert q.grad[..., 4, :].abs().sum() > 0 and q.grad[..., 5, :].abs().sum() == 0  # its parent moves it, it not

@@ -339,3 +339,19 @@ def test_single_frame_clip():
     w = lib.demo_windows(ids, torch.zeros(3), 5)
     assert bool(torch.isfinite(w).all())
     assert lib.fetch_enc_amp_pair(8)[0].shape == (8, 60, 125)
+
+
+def test_start_states_equal_mujoco_state_and_demo_windows():
+    """One reference-state pass gives the episode start (qpos, qvel) and its AMP history: the history equals
+    demo_windows bit for bit, and the start state equals mujoco_state at the same (float64) times."""
+    lib = MotionLib(MotionDataset.from_clips(synthetic_clips()), dtype=D)
+    g = torch.Generator().manual_seed(4)
+    clips = lib.sample_clips(12, generator=g)
+    times = lib.sample_times(clips, generator=g)
+    times[0] = 0.0  # a window clipped at the clip start
+    qpos, qvel, hist = lib.start_states(clips, times, 10, height_offset=0.02)
+    q_ref, v_ref = lib.mujoco_state(clips, times, height_offset=0.02)
+    assert qpos.shape == (12, 35) and qvel.shape == (12, 34) and hist.shape == (12, 10, 125)
+    assert torch.equal(hist, lib.demo_windows(clips, times, 10))
+    assert torch.equal(qpos, q_ref) and torch.equal(qvel, v_ref)
+    assert not torch.equal(hist[:, 0], hist[:, 1])  # the history moves

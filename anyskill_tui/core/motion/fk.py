@@ -3,10 +3,13 @@
 Conventions: quaternions xyzw; the root's (body 0) local rotation is its global rotation; every other body's
 local rotation is relative to its parent (q_global_child = q_global_parent ⊗ q_local_child), and its origin sits
 at `tables.LOCAL_TRANSLATION[b]` in the parent frame. All bodies have identity orientation in the rest pose, so
-a joint's local rotation equals q_parent⁻¹ ⊗ q_child. The loop runs over the 15 bodies only (never samples).
+a joint's local rotation equals q_parent⁻¹ ⊗ q_child. `forward_kinematics` runs over the tree's depth levels
+(4 for this character), each level's bodies in one batched step; never a loop over samples.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -49,10 +52,39 @@ def forward_kinematics(
     """
     if offsets is None:
         offsets = local_translation(local_rot.device, local_rot.dtype)
-    pos = [root_pos]
-    rot = [local_rot[..., 0, :]]
+    dev = local_rot.device
+    # bodies in level order (root first); parents index into the bodies computed so far, in that order
+    pos = root_pos.unsqueeze(-2)
+    rot = local_rot[..., :1, :]
+    for bodies, parents in _levels():
+        b_idx, p_idx = index_tensor(bodies, dev), index_tensor(parents, dev)
+        parent_rot, parent_pos = rot[..., p_idx, :], pos[..., p_idx, :]
+        new_rot = quat_mul(parent_rot, local_rot[..., b_idx, :])
+        new_pos = parent_pos + quat_rotate(parent_rot, offsets[b_idx].expand_as(parent_pos))
+        rot, pos = torch.cat((rot, new_rot), dim=-2), torch.cat((pos, new_pos), dim=-2)
+    back = index_tensor(_level_order_inverse(), dev)  # level order -> body index order
+    return pos[..., back, :], rot[..., back, :]
+
+
+@functools.cache
+def _levels() -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """The kinematic tree's depth levels below the root: per level, its bodies and their parents' positions in
+    the level order (root, level 1, level 2, ...). Each body's rotation and position are the same products as a
+    body-by-body loop computes, so the result is identical, with 4 batched steps instead of 14."""
+    depth = [0] * T.NUM_BODIES
     for b in range(1, T.NUM_BODIES):
-        p = T.PARENT_INDICES[b]
-        rot.append(quat_mul(rot[p], local_rot[..., b, :]))
-        pos.append(pos[p] + quat_rotate(rot[p], offsets[b].expand_as(pos[p])))
-    return torch.stack(pos, dim=-2), torch.stack(rot, dim=-2)
+        depth[b] = depth[T.PARENT_INDICES[b]] + 1
+    order = [0]
+    levels = []
+    for d in range(1, max(depth) + 1):
+        bodies = tuple(b for b in range(T.NUM_BODIES) if depth[b] == d)
+        levels.append((bodies, tuple(order.index(T.PARENT_INDICES[b]) for b in bodies)))
+        order += bodies
+    return tuple(levels)
+
+
+@functools.cache
+def _level_order_inverse() -> tuple[int, ...]:
+    """For each body index, its position in the level order."""
+    order = [0] + [b for bodies, _ in _levels() for b in bodies]
+    return tuple(order.index(b) for b in range(T.NUM_BODIES))

@@ -86,6 +86,13 @@ class MotionState:
         return MotionState(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
 
 
+def _amp_obs_of(s: MotionState) -> torch.Tensor:
+    """(n, 125) AMP observations of reference states."""
+    return F.amp_obs(
+        s.root_pos, s.root_rot, s.root_vel, s.root_angvel, s.joint_local_rot, s.joint_local_angvel, s.key_pos
+    )
+
+
 def _local_angvel(local_rot: torch.Tensor, fps: float) -> torch.Tensor:
     """(T, 15, 4) local rotations -> (T, 15, 3) child-frame angular velocity, last frame copies previous."""
     num = local_rot.shape[0]
@@ -292,23 +299,44 @@ class MotionLib:
 
     def amp_obs(self, clip_ids: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """(n, 125) AMP observations of the reference at (clip_ids (n,), times (n,))."""
-        s = self.state(clip_ids, times)
-        return F.amp_obs(
-            s.root_pos, s.root_rot, s.root_vel, s.root_angvel, s.joint_local_rot, s.joint_local_angvel, s.key_pos
-        )
+        return _amp_obs_of(self.state(clip_ids, times))
 
     def demo_windows(
         self, clip_ids: torch.Tensor, end_times: torch.Tensor, num_steps: int, dt: float = T.CONTROL_DT
     ) -> torch.Tensor:
         """(n, num_steps, 125) AMP windows, newest first: step k is at end_times − k·dt (clipped at 0)."""
+        ids, t = self._window_grid(clip_ids, end_times, num_steps, dt)
+        return self.amp_obs(ids.reshape(-1), t.reshape(-1)).reshape(*ids.shape, -1)
+
+    def start_states(
+        self,
+        clip_ids: torch.Tensor,
+        times: torch.Tensor,
+        num_steps: int,
+        dt: float = T.CONTROL_DT,
+        height_offset: float = 0.0,
+        rate_damping: float = DEFAULT_RATE_DAMPING,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Episode starts at (clip_ids (n,), times (n,)): ``mujoco_state`` qpos (n, 35), qvel (n, 34) and the AMP
+        history ``demo_windows`` (n, num_steps, 125), from one reference-state pass (a window's step 0 *is* the
+        start state, so it is not computed twice)."""
+        ids, t = self._window_grid(clip_ids, times, num_steps, dt)
+        n = ids.shape[0]
+        s = self.state(ids.reshape(-1), t.reshape(-1))
+        first = MotionState(**{f.name: getattr(s, f.name).unflatten(0, (n, num_steps))[:, 0] for f in fields(s)})
+        qpos, qvel = self.state_to_mujoco(first, height_offset, rate_damping)
+        return qpos, qvel, _amp_obs_of(s).reshape(n, num_steps, -1)
+
+    def _window_grid(
+        self, clip_ids: torch.Tensor, end_times: torch.Tensor, num_steps: int, dt: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, num_steps) clip ids and float64 times end_times − k·dt (clipped at 0) of windows, newest first."""
         clip_ids = clip_ids.to(self.device).long()
         n = clip_ids.shape[0]
         end_times = torch.as_tensor(end_times, device=self.device, dtype=torch.float64)
         steps = torch.arange(num_steps, device=self.device, dtype=torch.float64)
         t = (end_times.unsqueeze(-1) - dt * steps.unsqueeze(0)).clamp_min(0.0)
-        ids = clip_ids.unsqueeze(-1).expand(n, num_steps)
-        obs = self.amp_obs(ids.reshape(-1), t.reshape(-1))
-        return obs.reshape(n, num_steps, -1)
+        return clip_ids.unsqueeze(-1).expand(n, num_steps), t
 
     def _window_end_times(self, clip_ids: torch.Tensor, steps: int, dt: float, generator) -> torch.Tensor:
         """t = U(0, max(L − W, 0)) + min(L, W) with W = (steps − 1)·dt: a full window inside the clip if it fits."""

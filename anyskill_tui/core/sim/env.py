@@ -616,8 +616,7 @@ class HumanoidEnv:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """qpos (n, 35), qvel (n, 34) and the AMP history (n, H, 125), newest first, of motion states."""
         ml = self.motion_lib
-        mq, mv = ml.mujoco_state(clips, times, height_offset=self.cfg.motion_height_offset)
-        d = ml.demo_windows(clips, times, self.history_length)
+        mq, mv, d = ml.start_states(clips, times, self.history_length, height_offset=self.cfg.motion_height_offset)
         dev, dt = self.device, self.dtype
         return mq.to(device=dev, dtype=dt), mv.to(device=dev, dtype=dt), d.to(device=dev, dtype=dt)
 
@@ -763,8 +762,7 @@ class HumanoidEnv:
             times = torch.zeros(n, device=ml.device, dtype=ml.dtype)
         else:
             times = ml.sample_times(clips, generator=self._motion_gen)
-        mq, mv = ml.mujoco_state(clips, times, height_offset=self.cfg.motion_height_offset)
-        demo = ml.demo_windows(clips, times, self.history_length)
+        mq, mv, demo = ml.start_states(clips, times, self.history_length, height_offset=self.cfg.motion_height_offset)
         qpos, qvel = self._base_state(ids)
         qpos[:, :_NQ_CHAR] = mq.to(device=self.device, dtype=self.dtype)
         qvel[:, :_NV_CHAR] = mv.to(device=self.device, dtype=self.dtype)
