@@ -3,7 +3,9 @@ project is on pytest 9): ``App.export_screenshot()`` is compared with ``tests/__
 
 Regenerate after a deliberate UI change with ``ANYSKILL_SNAPSHOT_UPDATE=1 pytest tests/test_tui_snapshots.py``
 and look at the SVGs. Determinism: fixed terminal size, fixed timestamps in the data, a fixed clock for the
-app, no Header clock, no cursor blink, notifications cleared, a fixed sub-title instead of the temp path.
+app, no Header clock, no cursor blink, notifications cleared, a fixed sub-title instead of the temp path, a screen
+that has stopped changing, and the drawing libraries pinned in pyproject's dev extras (textual, rich, textual-plot,
+textual-image, pillow: a new release may draw a glyph differently).
 """
 
 from __future__ import annotations
