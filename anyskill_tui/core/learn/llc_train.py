@@ -652,10 +652,10 @@ class LlcTrainer:
         if not (p.cuda_graph_rollout and self.device.type == "cuda" and self.env_device == self.device and one):
             return self._act, self._next_value
         if self._rollout_graphs is None:
-            gens, drop = (self.gen, self.ml_gen), self._drop_norm_caches
+            drop = self._drop_norm_caches
             self._rollout_graphs = (
-                GraphedCall(self._act, gens, around_capture=drop),
-                GraphedCall(self._next_value, gens, around_capture=drop),
+                GraphedCall(self._act, (self.gen, self.ml_gen), around_capture=drop),
+                GraphedCall(self._next_value, around_capture=drop),  # draws nothing
             )
         return self._rollout_graphs
 
