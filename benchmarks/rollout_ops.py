@@ -64,7 +64,9 @@ def count_ops(envs: int, steps: int) -> dict[str, float]:
         source="benchmark",
     )
     tr = LlcTrainer(cfg, default_motions_path(), engine="cpu", threads=1)
-    tr.epoch_step()  # lazily built caches and pools exist before counting
+    tr.epoch_step()  # lazily built caches and pools exist before counting ...
+    for _ in range(-(-tr.env.history_length // steps)):  # ... also those per AMP-history ring position
+        tr.rollout()
     owners = {"trainer": tr, "env": tr.env, "backend": tr.env.backend}
     for owner, name, label in SECTIONS:
         _label(owners[owner], name, label)

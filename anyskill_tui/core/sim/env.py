@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from anyskill_tui.core.character import tables as T
+from anyskill_tui.core.device_cache import index_tensor
 from anyskill_tui.core.sim.backend import CameraSpec, SimBackend
 
 __all__ = ["EnvConfig", "HumanoidEnv", "StepResult", "body_features", "load_env_config", "STATE_INITS"]
@@ -444,8 +445,10 @@ class HumanoidEnv:
         return self._hist[:, idx].reshape(self.num_envs, k * self.amp_obs_dim)
 
     def _slots(self, k: int) -> torch.Tensor:
-        """Ring-buffer slots of the k newest history entries, newest first."""
-        return (self._head - torch.arange(k, device=self.device)) % self.history_length
+        """Ring-buffer slots of the k newest history entries, newest first (a cached index tensor: the rollout asks
+        for it every step, and three tensor ops to build it cost more host time than the gather it feeds)."""
+        h = self.history_length
+        return index_tensor(tuple((self._head - j) % h for j in range(k)), self.device)
 
     # -------------------------------------------------------------------------------------------- stepping
 
