@@ -64,8 +64,8 @@ class EnvConfig(ConfigSection):
     termination_height: float = Field(0.15, ge=0.0)
     head_termination_height: float = Field(0.15, ge=0.0)
     control_freq: float = Field(30.0, gt=0.0, description="LLC steps per second")
-    motion_pool_size: int = Field(0, ge=0, description="motion starts pre-drawn for the gpu reset (0: num_envs)")
-    motion_pool_refresh: int = Field(8, ge=1, description="LLC steps between redraws of the motion-start pool")
+    motion_pool_size: int = Field(0, ge=0, description="motion starts pre-drawn for the gpu reset (0: twice num_envs)")
+    motion_pool_refresh: int = Field(16, ge=1, description="LLC steps between redraws of the motion-start pool")
 
     @model_validator(mode="after")
     def _windows(self) -> EnvConfig:
