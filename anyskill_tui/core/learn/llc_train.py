@@ -645,7 +645,7 @@ class LlcTrainer:
         the env and the learner share a CUDA device and there is one process; else the methods themselves.
 
         Why: on an H200 at 4,096 envs a rollout step took 11.4 ms while its kernels ran for 6.5 ms (profiler,
-        2026-12-04): the host's launches bound it, and acting is about a third of them. The option is off by
+        2026-12-04): the host's launches bound it, and acting is about a quarter of them. The option is off by
         default until a GPU session has measured it (``tests/test_llc_cuda_graph.py`` checks it there)."""
         p = self.cfg.ppo
         one = self.dist.world_size == 1
