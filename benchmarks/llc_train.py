@@ -168,7 +168,13 @@ def llc_config(args, envs: int, epochs: int, extra: dict | None = None):
     base: dict = {}
     if args.tiny:
         base = apply_overrides(TINY, {})
-    over = {"env.num_envs": envs, "ppo.max_epochs": epochs, "seed": args.seed}
+    over = {
+        "env.num_envs": envs,
+        "ppo.max_epochs": epochs,
+        "seed": args.seed,
+        "ppo.cuda_graph": args.cuda_graph,
+        "ppo.cuda_graph_rollout": args.rollout_graph,
+    }
     if args.tiny:
         over["env.num_envs"] = min(envs, 16)
     if not args.tiny:
@@ -288,7 +294,6 @@ def throughput_at(args, envs: int, deadline: float, extra: dict | None = None, p
 
     from anyskill_tui.core.learn.llc_train import LlcTrainer, default_motions_path
 
-    extra = {"ppo.cuda_graph": args.cuda_graph, "ppo.cuda_graph_rollout": args.rollout_graph, **(extra or {})}
     cfg = llc_config(args, envs, 10**6, extra)
     log(
         f"throughput: {cfg.env.num_envs} envs, batch {cfg.batch_size}, minibatch {cfg.ppo.minibatch_size}, "
@@ -390,16 +395,7 @@ def stage_train(args, summary: dict, out: Path) -> Path | None:
         log(f"train: only {remaining:.0f}s left; skipped")
         summary["train"] = {"skipped": True}
         return None
-    cfg = llc_config(
-        args,
-        args.train_envs,
-        10**6,
-        {
-            "ppo.save_frequency": args.save_every,
-            "ppo.cuda_graph": args.cuda_graph,
-            "ppo.cuda_graph_rollout": args.rollout_graph,
-        },
-    )
+    cfg = llc_config(args, args.train_envs, 10**6, {"ppo.save_frequency": args.save_every})
     engine = "gpu" if args.device == "cuda" else "cpu"
     rc = run_config(cfg, None, engine=engine, keep_checkpoints=1)
     run_dir = Path(args.run_dir) if args.run_dir else out / "llc_run"

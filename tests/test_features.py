@@ -155,7 +155,12 @@ def test_forward_kinematics_by_levels_equals_the_body_loop():
     """The level-batched FK gives bit for bit what a body-by-body loop over the tree gives, any batch shape and
     dtype, and gradients flow to the root position and the local rotations."""
     from anyskill_tui.core.character import tables as T
-    from anyskill_tui.core.motion.fk import forward_kinematics, local_translation
+    from anyskill_tui.core.motion.fk import (
+        forward_kinematics,
+        global_to_local_rot,
+        local_to_global_rot,
+        local_translation,
+    )
     from anyskill_tui.core.motion.quat import quat_mul, quat_rotate
 
     def body_loop(root_pos, local_rot):
@@ -175,6 +180,7 @@ def test_forward_kinematics_by_levels_equals_the_body_loop():
         got, want = forward_kinematics(r, q), body_loop(r, q)
         assert got[0].shape == (*shape, T.NUM_BODIES, 3) and got[1].shape == (*shape, T.NUM_BODIES, 4)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        torch.testing.assert_close(global_to_local_rot(local_to_global_rot(q)), q)  # the rotations alone, inverted
     q.requires_grad_(True)
     r.requires_grad_(True)
     forward_kinematics(r, q)[0][..., 5, :].sum().backward()  # right hand: depends on its chain of rotations

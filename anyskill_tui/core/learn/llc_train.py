@@ -472,6 +472,10 @@ class LlcTrainer:
         # the gradient step replayed from a CUDA graph: CUDA, one process (several ranks average gradients through
         # a hook between backward and step), and bf16 autocast below, so no GradScaler reading the device
         self._graph_update = p.cuda_graph and dev.type == "cuda" and dist.world_size == 1
+        # the rollout's acting replayed from CUDA graphs: also needs the env on the learner's device
+        self._graph_rollout = (
+            p.cuda_graph_rollout and dev.type == "cuda" and self.env_device == dev and dist.world_size == 1
+        )
         # fused Adam on CUDA: one kernel for all parameters and no host reads of the step counts; capturable for
         # the graph
         self._opt_flags = (
@@ -647,9 +651,7 @@ class LlcTrainer:
         Why: on an H200 at 4,096 envs a rollout step took 11.4 ms while its kernels ran for 6.5 ms (profiler,
         2026-12-04): the host's launches bound it, and acting is about a quarter of them. The option is off by
         default until a GPU session has measured it (``tests/test_llc_cuda_graph.py`` checks it there)."""
-        p = self.cfg.ppo
-        one = self.dist.world_size == 1
-        if not (p.cuda_graph_rollout and self.device.type == "cuda" and self.env_device == self.device and one):
+        if not self._graph_rollout:
             return self._act, self._next_value
         if self._rollout_graphs is None:
             drop = self._drop_norm_caches

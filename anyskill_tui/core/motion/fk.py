@@ -26,11 +26,8 @@ def local_translation(device=None, dtype=torch.float32) -> torch.Tensor:
 
 
 def local_to_global_rot(local_rot: torch.Tensor) -> torch.Tensor:
-    """Local rotations (..., 15, 4) -> global body rotations (..., 15, 4)."""
-    out = [local_rot[..., 0, :]]
-    for b in range(1, T.NUM_BODIES):
-        out.append(quat_mul(out[T.PARENT_INDICES[b]], local_rot[..., b, :]))
-    return torch.stack(out, dim=-2)
+    """Local rotations (..., 15, 4) -> global body rotations (..., 15, 4) (`forward_kinematics`' rotations)."""
+    return forward_kinematics(local_rot.new_zeros(local_rot.shape[:-2] + (3,)), local_rot)[1]
 
 
 def global_to_local_rot(global_rot: torch.Tensor) -> torch.Tensor:
@@ -56,21 +53,23 @@ def forward_kinematics(
     # bodies in level order (root first); parents index into the bodies computed so far, in that order
     pos = root_pos.unsqueeze(-2)
     rot = local_rot[..., :1, :]
-    for bodies, parents in _levels():
+    levels, back = _level_plan()
+    for bodies, parents in levels:
         b_idx, p_idx = index_tensor(bodies, dev), index_tensor(parents, dev)
         parent_rot, parent_pos = rot[..., p_idx, :], pos[..., p_idx, :]
         new_rot = quat_mul(parent_rot, local_rot[..., b_idx, :])
         new_pos = parent_pos + quat_rotate(parent_rot, offsets[b_idx].expand_as(parent_pos))
         rot, pos = torch.cat((rot, new_rot), dim=-2), torch.cat((pos, new_pos), dim=-2)
-    back = index_tensor(_level_order_inverse(), dev)  # level order -> body index order
-    return pos[..., back, :], rot[..., back, :]
+    back_idx = index_tensor(back, dev)  # level order -> body index order
+    return pos[..., back_idx, :], rot[..., back_idx, :]
 
 
 @functools.cache
-def _levels() -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+def _level_plan() -> tuple[tuple[tuple[tuple[int, ...], tuple[int, ...]], ...], tuple[int, ...]]:
     """The kinematic tree's depth levels below the root: per level, its bodies and their parents' positions in
-    the level order (root, level 1, level 2, ...). Each body's rotation and position are the same products as a
-    body-by-body loop computes, so the result is identical, with 4 batched steps instead of 14."""
+    the level order (root, level 1, level 2, ...); and for each body index, its position in that order. Each
+    body's rotation and position are the same products as a body-by-body loop computes, so the result is
+    identical, with 4 batched steps instead of 14."""
     depth = [0] * T.NUM_BODIES
     for b in range(1, T.NUM_BODIES):
         depth[b] = depth[T.PARENT_INDICES[b]] + 1
@@ -80,11 +79,4 @@ def _levels() -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
         bodies = tuple(b for b in range(T.NUM_BODIES) if depth[b] == d)
         levels.append((bodies, tuple(order.index(T.PARENT_INDICES[b]) for b in bodies)))
         order += bodies
-    return tuple(levels)
-
-
-@functools.cache
-def _level_order_inverse() -> tuple[int, ...]:
-    """For each body index, its position in the level order."""
-    order = [0] + [b for bodies, _ in _levels() for b in bodies]
-    return tuple(order.index(b) for b in range(T.NUM_BODIES))
+    return tuple(levels), tuple(order.index(b) for b in range(T.NUM_BODIES))
