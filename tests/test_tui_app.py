@@ -526,3 +526,44 @@ def test_import_hygiene_no_torch_mujoco_warp(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"heavy modules imported at start-up: {out.stdout}"
+
+
+@pytest.mark.parametrize("before_mount", [True, False])
+def test_metric_chart_keeps_its_line_through_mount_and_resize(before_mount: bool) -> None:
+    """A series handed over before the chart is mounted, or drawn before a resize, is on the canvas afterwards
+    (textual-plot's own PlotWidget clears its data on mount: a finished run's chart stayed blank on CI)."""
+    from textual.app import App
+    from textual_hires_canvas import Canvas
+
+    from anyskill_tui.screens.metric_chart import MetricChart
+
+    xs = np.arange(50, dtype=float)
+    ys = np.sin(xs / 8)
+
+    class ChartApp(App):
+        CSS = "MetricChart { height: 1fr; }"
+
+    async def go() -> None:
+        app = ChartApp()
+        async with app.run_test(size=(60, 16)) as pilot:
+            chart = MetricChart("reward", id="c")
+            app.mount(chart)
+            if before_mount:
+                chart.show(xs, ys)
+            await until(pilot, lambda: chart.is_mounted, what="mount")
+            if not before_mount:
+                chart.show(xs, ys)
+            await until(pilot, lambda: len(chart.line_cells()) > 20, what="the line drawn")
+            assert chart.points == 50 and "50 pts" in str(chart.border_subtitle)
+            canvas = chart.query_one("#plot", Canvas)
+            width = canvas.size.width
+            await pilot.resize_terminal(90, 20)
+            await until(
+                pilot,
+                lambda: canvas.size.width > width and len(chart.line_cells()) > 20,
+                what="the line redrawn at the new size",
+            )
+            xmax = max(x for x, _ in chart.line_cells())
+            assert xmax > width, "the line spans the widened canvas"
+
+    run(go)

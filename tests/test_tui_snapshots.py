@@ -196,8 +196,10 @@ def test_snapshot_run_charts(ws) -> None:
         app.open_run(1)
 
         def both_plotted() -> bool:
-            pts = getattr(app.screen, "chart_points", {})
-            return pts.get("clip_similarity", 0) > 0 and pts.get("episode_length", 0) > 0
+            from anyskill_tui.screens.metric_chart import MetricChart
+
+            charts = {c.tag: c for c in app.screen.query(MetricChart)}
+            return all(tag in charts and charts[tag].line_cells() for tag in ("clip_similarity", "episode_length"))
 
         await _settle(app, pilot, both_plotted)
 

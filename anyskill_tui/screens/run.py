@@ -90,7 +90,13 @@ class RunScreen(Screen[None]):
         self.known_tags: list[str] = []
         self.selected: list[str] = []
         self.polls = 0
-        self.chart_points: dict[str, int] = {}
+
+    @property
+    def chart_points(self) -> dict[str, int]:
+        """Points in each charted tag's series, by tag."""
+        from anyskill_tui.screens.metric_chart import MetricChart
+
+        return {c.tag: c.points for c in self.query(MetricChart)}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -216,39 +222,30 @@ class RunScreen(Screen[None]):
             self._draw({t: self.metrics.xy(t, self._max_points()) for t in self.selected})
 
     def _sync_charts(self) -> None:
-        from textual_plot import PlotWidget
+        from anyskill_tui.screens.metric_chart import MetricChart
 
         box = self.query_one("#chart-list", VerticalScroll)
         wanted = {_chart_id(t): t for t in self.selected}
-        for w in list(box.query(PlotWidget)):
+        for w in list(box.query(MetricChart)):
             if w.id not in wanted:
                 w.remove()
-        have = {w.id for w in box.query(PlotWidget)}
+        have = {w.id for w in box.query(MetricChart)}
         for cid, tag in wanted.items():
             if cid not in have:
-                p = PlotWidget(id=cid, classes="chart")
-                p.border_title = tag
-                box.mount(p)
-                self.chart_points.pop(tag, None)
+                box.mount(MetricChart(tag, id=cid, classes="chart"))
         self.query_one("#charts-empty", Static).display = not wanted
 
     def _draw(self, series: dict[str, tuple[Any, Any]]) -> None:
-        from textual_plot import HiResMode, PlotWidget
+        from anyskill_tui.screens.metric_chart import MetricChart
 
         for tag in self.selected:
             if tag not in series:
                 continue
             try:
-                p = self.query_one(f"#{_chart_id(tag)}", PlotWidget)
+                chart = self.query_one(f"#{_chart_id(tag)}", MetricChart)
             except Exception:
                 continue
-            xs, ys = series[tag]
-            p.clear()
-            if len(xs):
-                p.plot(xs, ys, hires_mode=HiResMode.BRAILLE, line_style="green")
-                last = ys[-1]
-                p.border_subtitle = f"{len(xs)} pts · last {last:.4g}"
-            self.chart_points[tag] = len(xs)
+            chart.show(*series[tag])
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = tab
