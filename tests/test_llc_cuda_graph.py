@@ -77,12 +77,12 @@ def test_graphed_update_trains_as_the_eager_one(three_clips):
     """Epoch 1: the replay buffer is empty (eager steps); epoch 2: warm-up steps, capture, replays; epochs 3-5:
     replays only. The weights, the normalisers and the logged losses equal the eager run's bit for bit."""
     eager = _trainer(three_clips, False)
-    assert not eager._graph_usable()
+    assert not eager._graph_update
     init = _params(eager)
     pe, me = _run(eager, 5)
     assert eager._graph is None
     graphed = _trainer(three_clips, True)
-    assert graphed._graph_usable()
+    assert graphed._graph_update
     _assert_equal(_params(graphed), init, "the start")
     pg, mg = _run(graphed, 5)
     assert graphed._graph is not None and graphed._graph["graph"] is not None

@@ -768,7 +768,7 @@ class LlcTrainer:
             "stats": torch.zeros(len(_STAT_KEYS), device=dev),
             "nonfinite": torch.zeros(len(_LOSS_KEYS), device=dev),
         }
-        graph = self._graph_usable()
+        graph = self._graph_update  # full minibatches replay a captured gradient step
         staged = False
         steps = 0
         for _ in range(p.mini_epochs):
@@ -919,10 +919,6 @@ class LlcTrainer:
     #: eager steps (on a side stream) before the gradient step is captured: optimiser state, autocast and cuBLAS
     #: workspaces, cached masks all exist before capture
     GRAPH_WARMUP_STEPS = 2
-
-    def _graph_usable(self) -> bool:
-        """Whether full minibatches replay a captured gradient step (``ppo.cuda_graph``, CUDA, one process)."""
-        return self._graph_update
 
     def _stage_graph_inputs(self, src: Mapping[str, torch.Tensor]) -> None:
         """Copy the epoch's samples into the graph's static tensors (allocated on first use; new shapes drop the
