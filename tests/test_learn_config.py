@@ -71,3 +71,26 @@ def test_errors_name_the_file_and_key(tmp_path, text, needle):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="missing.yaml"):
         load_llc_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"env.num_envs": 16},  # the shipped minibatches exceed a 16-env epoch
+        {"env.num_envs": 100},  # 3,200 samples: 4,096 is too big; a divisor must be found
+        {"env.num_envs": 1000},  # 32,000 samples: 4,096 does not divide them
+        {"calm.amp_minibatch_size": 8192},
+    ],
+)
+def test_batch_errors_give_the_overrides_that_fix_them(overrides):
+    """The message of a minibatch that does not fit the epoch ends with the --set overrides that make it fit;
+    applying them gives a valid config (one retry, not one error after another)."""
+    import re
+
+    with pytest.raises(ConfigError) as info:
+        llc_config_from_dict({}, overrides=overrides)
+    fix = dict(kv.split("=") for kv in re.findall(r"--set (\S+)", str(info.value)))
+    assert fix, str(info.value)
+    cfg = llc_config_from_dict({}, overrides={**overrides, **{k: int(v) for k, v in fix.items()}})
+    assert cfg.batch_size % cfg.ppo.minibatch_size == 0
+    assert cfg.calm.amp_minibatch_size <= cfg.ppo.minibatch_size

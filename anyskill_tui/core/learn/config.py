@@ -175,17 +175,23 @@ class LlcConfig(ConfigSection):
 
     @model_validator(mode="after")
     def _batches(self) -> LlcConfig:
-        batch = self.ppo.horizon_length * self.env.num_envs
-        if self.ppo.minibatch_size > batch:
+        # each message ends with every override that fixes it, so one retry is enough
+        batch, mb, amp_mb = self.batch_size, self.ppo.minibatch_size, self.calm.amp_minibatch_size
+        if mb > batch or batch % mb:
+            fit = max(d for d in range(1, min(mb, batch) + 1) if batch % d == 0)
+            fix = f"--set ppo.minibatch_size={fit}" + (f" --set calm.amp_minibatch_size={fit}" if amp_mb > fit else "")
+            if mb > batch:
+                envs = -(-mb // self.ppo.horizon_length)
+                raise ValueError(
+                    f"ppo.minibatch_size: {mb} exceeds horizon_length x num_envs ({batch}): use at least {envs} "
+                    f"envs, or {fix}"
+                )
+            raise ValueError(f"ppo.minibatch_size: {mb} must divide horizon_length x num_envs ({batch}): {fix}")
+        if amp_mb > mb:
             raise ValueError(
-                f"ppo.minibatch_size: {self.ppo.minibatch_size} exceeds horizon_length x num_envs ({batch})"
+                f"calm.amp_minibatch_size: {amp_mb} must not exceed ppo.minibatch_size ({mb}): "
+                f"--set calm.amp_minibatch_size={mb}"
             )
-        if batch % self.ppo.minibatch_size:
-            raise ValueError(
-                f"ppo.minibatch_size: {self.ppo.minibatch_size} must divide horizon_length x num_envs ({batch})"
-            )
-        if self.calm.amp_minibatch_size > self.ppo.minibatch_size:
-            raise ValueError("calm.amp_minibatch_size: must not exceed ppo.minibatch_size")
         return self
 
     @property
